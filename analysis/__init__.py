@@ -1,0 +1,1 @@
+"""Evaluation, likelihood analysis and benchmarks for NTM Studio."""

@@ -1,0 +1,200 @@
+"""NTM: transporter + predictor + trajectory schedule. Exact trajectory NLL, few-step sampling, score denoising.
+
+One reverse step (NTM_METHOD §3):
+    log p(x_s | x_t, c) = log N(f_T(x_s; s, c); μ, σ² I) + log|det ∂f_T(x_s; s, c)/∂x_s|,
+    (μ, σ) = f_P(f_T(x_t; t, c) [and the noisier history]; t, s, c)
+Trajectory: log p(τ) = log N(x_1; 0, I) + Σ_k log p(x_{t_{k−1}} | x_{≥ t_k}).
+Tensors over steps come in *sampling order*: column i is the i-th reverse step, from t_{K−i} to t_{K−i−1}.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .conditioning import TextEmbedding
+from .denoise import score_denoise
+from .predictor import Predictor
+from .trajectory import LOG_2PI, TrajectorySchedule, forward_log_prob, sample_trajectory
+from .transporter import Transporter, as_hw
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TrajectoryNLL:
+    """−log p(τ) of trajectories and its parts, in nats, per sample ([B]) or per sample and step ([B, K]).
+
+    Densities are of the states in the model's data scaling (images in [−1, 1]).
+    bits_per_dim: the trajectory's NLL per dimension of the whole trajectory, (K+1)·D dims.
+    bound_bits_per_dim: the variational upper bound on −log p(x_{t_0}) per image dimension,
+        −log p(x_{t_0}) ≤ −log p(τ) + log q(x_{t_1..t_K} | x_{t_0}), at the sampled forward trajectory.
+    """
+
+    base: torch.Tensor  # ½‖z‖²
+    log_sigma: torch.Tensor  # Σ log σ
+    logdet: torch.Tensor  # log|det ∂f_T/∂x| at the step's target state
+    prior: torch.Tensor  # −log N(x_1; 0, I)
+    forward_log_q: torch.Tensor  # log q(x_{t_1..t_K} | x_{t_0})
+    dim: int
+    grid: torch.Tensor = field(repr=False)
+
+    @property
+    def const(self) -> float:
+        return 0.5 * self.dim * LOG_2PI
+
+    @property
+    def step(self) -> torch.Tensor:
+        """−log p(x_s | history) per reverse step: [B, K]."""
+        return self.base + self.log_sigma - self.logdet + self.const
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.prior + self.step.sum(1)
+
+    @property
+    def bits_per_dim(self) -> torch.Tensor:
+        return self.total / (self.grid.numel() * self.dim * LN2)
+
+    @property
+    def bound_bits_per_dim(self) -> torch.Tensor:
+        return (self.total + self.forward_log_q) / (self.dim * LN2)
+
+
+@dataclass
+class NTMSample:
+    """A sampler's output. `images` is x_{t_0}; the rest is filled with return_trajectory=True.
+
+    u, x: [B, K+1, C, H, W] in grid order (index K = the start, t = 1); mu, sigma, z: [B, K, ...] in sampling
+    order (the Gaussian each step drew from, and its standard-normal draw)."""
+
+    images: torch.Tensor
+    grid: torch.Tensor
+    u: torch.Tensor | None = None
+    x: torch.Tensor | None = None
+    mu: torch.Tensor | None = None
+    sigma: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+
+
+def _repeat(text: TextEmbedding | None, n: int) -> TextEmbedding | None:
+    return None if text is None else text.repeat_interleave(n)
+
+
+class NTM(nn.Module):
+    def __init__(self, transporter: Transporter, predictor: Predictor, schedule: TrajectorySchedule):
+        super().__init__()
+        tc, pc = transporter.config, predictor.config
+        if as_hw(tc.sample_size) != as_hw(pc.sample_size) or tc.in_channels != pc.in_channels:
+            raise ValueError(f"transporter and predictor disagree on the state shape: "
+                             f"{tc.in_channels}x{as_hw(tc.sample_size)} vs {pc.in_channels}x{as_hw(pc.sample_size)}")
+        self.transporter = transporter
+        self.predictor = predictor
+        self.schedule = schedule
+
+    # ---- persistence: one folder with a subfolder per component (the layout NTMPipeline uses) ----
+    def save_pretrained(self, path: str, **kwargs) -> None:
+        self.transporter.save_pretrained(os.path.join(path, "transporter"), **kwargs)
+        self.predictor.save_pretrained(os.path.join(path, "predictor"), **kwargs)
+        self.schedule.save_config(os.path.join(path, "scheduler"))
+
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs) -> "NTM":
+        return cls(
+            Transporter.from_pretrained(os.path.join(path, "transporter"), **kwargs),
+            Predictor.from_pretrained(os.path.join(path, "predictor"), **kwargs),
+            TrajectorySchedule.from_pretrained(os.path.join(path, "scheduler")),
+        )
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return (self.predictor.config.in_channels, *as_hw(self.predictor.config.sample_size))
+
+    def _param(self) -> torch.Tensor:
+        return next(self.predictor.parameters())
+
+    # ---- likelihood ----
+    def trajectory_nll(self, states: torch.Tensor, grid: torch.Tensor, text: TextEmbedding | None = None) -> TrajectoryNLL:
+        """Exact −log p(τ) of x-space trajectories states [B, K+1, C, H, W] (grid order, states[:, K] at t = 1).
+
+        One parallel transporter pass over all K+1 states, one predictor pass over all K steps."""
+        b, n = states.shape[:2]
+        grid = grid.to(states)
+        u, logdet = self.transporter(states.flatten(0, 1), grid.repeat(b), _repeat(text, n))
+        u, logdet = u.unflatten(0, (b, n)), logdet.unflatten(0, (b, n))
+        src, tgt = u[:, 1:].flip(1), u[:, :-1].flip(1)  # sources t_K..t_1, targets t_{K−1}..t_0
+        mu, log_sigma, _ = self.predictor(src, grid[1:].flip(0), grid[:-1].flip(0), text)
+        z = (tgt - mu) * torch.exp(-log_sigma)
+        x1 = states[:, -1].flatten(1)
+        dim = x1.shape[1]
+        return TrajectoryNLL(
+            base=0.5 * z.flatten(2).pow(2).sum(-1),
+            log_sigma=log_sigma.flatten(2).sum(-1),
+            logdet=logdet[:, :-1].flip(1),
+            prior=0.5 * x1.pow(2).sum(1) + 0.5 * dim * LOG_2PI,
+            forward_log_q=forward_log_prob(states, grid),
+            dim=dim,
+            grid=grid,
+        )
+
+    def nll(self, x0: torch.Tensor, text: TextEmbedding | None = None, num_steps: int = 4,
+            generator: torch.Generator | None = None) -> TrajectoryNLL:
+        """NLL of forward trajectories sampled from data x0 [B, C, H, W] (the training loss is its mean)."""
+        grid = self.schedule.grid(num_steps, dtype=x0.dtype, device=x0.device)
+        return self.trajectory_nll(sample_trajectory(x0, grid, generator), grid, text)
+
+    # ---- sampling ----
+    @torch.no_grad()
+    def sample(self, batch_size: int | None = None, text: TextEmbedding | None = None, num_steps: int = 4,
+               guidance_scale: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
+               return_trajectory: bool = False) -> NTMSample:
+        """K reverse steps in u-space, then one transporter inverse (NTM_METHOD §4).
+
+        Classifier-free guidance mixes (μ, log σ) of the prompt and of the null prompt; temperature scales
+        each step's noise z (not the prior)."""
+        if text is not None:
+            batch_size = text.batch_size if batch_size is None else batch_size
+            if batch_size != text.batch_size:
+                raise ValueError(f"batch_size {batch_size} != number of prompts {text.batch_size}")
+        if not batch_size or batch_size < 1:
+            raise ValueError("give batch_size (unconditional) or text")
+        if not 1 <= num_steps <= 64:
+            raise ValueError(f"num_steps must be in 1..64, got {num_steps}")
+        p = self._param()
+        grid = self.schedule.grid(num_steps, dtype=p.dtype, device=p.device)
+        shape = (batch_size,) + self.sample_shape
+        randn = lambda: torch.randn(shape, generator=generator, dtype=p.dtype, device="cpu").to(p.device)  # noqa: E731
+
+        u, _ = self.transporter(randn(), grid[-1], text)
+        guided = text is not None and guidance_scale != 1.0
+        ptext = TextEmbedding.cat([text, text.null()]) if guided else text
+        cache = self.predictor.new_cache()
+        us, mus, sigmas, zs = [u], [], [], []
+        for k in range(num_steps, 0, -1):
+            src = torch.cat([u, u]) if guided else u
+            mu, log_sigma, _ = self.predictor(src[:, None], grid[k], grid[k - 1], ptext, cache=cache)
+            mu, log_sigma = mu[:, 0], log_sigma[:, 0]
+            if guided:
+                (mu_c, mu_u), (ls_c, ls_u) = mu.chunk(2), log_sigma.chunk(2)
+                mu = mu_u + guidance_scale * (mu_c - mu_u)
+                log_sigma = ls_u + guidance_scale * (ls_c - ls_u)
+            z = randn() * temperature
+            u = mu + torch.exp(log_sigma) * z
+            if return_trajectory:
+                us.append(u), mus.append(mu), sigmas.append(torch.exp(log_sigma)), zs.append(z)
+
+        if not return_trajectory:
+            return NTMSample(images=self.transporter.inverse(u, grid[0], text), grid=grid)
+        u_all = torch.stack(us[::-1], dim=1)  # grid order
+        x_all = self.transporter.inverse(u_all.flatten(0, 1), grid.repeat(batch_size), _repeat(text, num_steps + 1))
+        x_all = x_all.unflatten(0, (batch_size, num_steps + 1))
+        return NTMSample(images=x_all[:, 0], grid=grid, u=u_all, x=x_all, mu=torch.stack(mus, 1),
+                         sigma=torch.stack(sigmas, 1), z=torch.stack(zs, 1))
+
+    # ---- §6 ----
+    def denoise_with_score(self, states: torch.Tensor, grid: torch.Tensor, text: TextEmbedding | None = None) -> torch.Tensor:
+        """Trajectory-score (Tweedie) denoising of x_{t_0}, from the x-space trajectory and autograd."""
+        return score_denoise(lambda s: self.trajectory_nll(s, grid, text).total, states, grid)

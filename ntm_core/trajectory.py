@@ -1,0 +1,137 @@
+"""The forward trajectory (NTM_METHOD §2): fixed, parameter-free.
+
+Interpolant x_t = α_t x_0 + σ_t ε with α_t = 1 − t, σ_t = t. A trajectory lives on a time grid
+t_0 = t_min < t_1 < … < t_K = 1; index k of every tensor below is the grid index (k = K is pure noise).
+
+Small pure functions over a grid (k-diffusion style), plus `TrajectorySchedule`, the diffusers-style
+config object that owns t_min / shift / the training step counts and is saved with a model.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from diffusers import ConfigMixin, SchedulerMixin
+from diffusers.configuration_utils import register_to_config
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def alpha(t: torch.Tensor) -> torch.Tensor:
+    return 1.0 - t
+
+
+def sigma(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def time_grid(num_steps: int, t_min: float = 0.05, shift: float = 1.0, dtype=torch.float64) -> torch.Tensor:
+    """K+1 increasing times, t_0 = t_min, t_K = 1.
+
+    `shift` > 1 spends more steps at high noise (the SD3 / FLUX time shift s·u / (1 + (s − 1)·u)),
+    applied to the uniform grid on [0, 1] before it is mapped onto [t_min, 1], so both ends stay fixed.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if not 0.0 < t_min < 1.0:
+        raise ValueError(f"t_min must lie in (0, 1), got {t_min}")
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+    u = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
+    u = shift * u / (1.0 + (shift - 1.0) * u)
+    t = t_min + (1.0 - t_min) * u
+    t[-1] = 1.0  # exact, whatever rounding did
+    return t.to(dtype)
+
+
+def kernel(t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Markov forward kernel q(x_t | x_s) = N(α_{t|s} x_s, σ²_{t|s} I) for s < t: (α_{t|s}, σ²_{t|s})."""
+    a_ts = alpha(t) / alpha(s)
+    var_ts = sigma(t) ** 2 - a_ts**2 * sigma(s) ** 2
+    return a_ts, var_ts.clamp_min(0.0)
+
+
+def posterior_coefficients(t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q(x_s | x_t, x_0) = N(c_t x_t + c_0 x_0, var): returns (c_t, c_0, var). Finite at t = 1 (α_t = 0)."""
+    a_ts, var_ts = kernel(t, s)
+    var_t = sigma(t) ** 2
+    c_t = a_ts * sigma(s) ** 2 / var_t
+    c_0 = alpha(s) * var_ts / var_t
+    var = var_ts * sigma(s) ** 2 / var_t
+    return c_t, c_0, var
+
+
+def _expand(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Broadcast a per-sample (or scalar) coefficient over the trailing dims of x."""
+    coef = coef.to(x)
+    return coef.reshape(coef.shape + (1,) * (x.dim() - coef.dim()))
+
+
+def sample_trajectory(x0: torch.Tensor, grid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Run the Markov forward chain from data: returns states [B, K+1, *x0.shape[1:]], state k at time grid[k].
+
+    x_{t_0} = α_{t_0} x_0 + σ_{t_0} ε_0, then x_{t_k} = α_{t_k|t_{k−1}} x_{t_{k−1}} + σ_{t_k|t_{k−1}} ε_k,
+    which keeps every marginal equal to the interpolant's.
+    """
+    grid = grid.to(x0)
+    noise = torch.randn((x0.shape[0], grid.numel()) + x0.shape[1:], generator=generator, dtype=x0.dtype, device="cpu")
+    noise = noise.to(x0.device)
+    states = [alpha(grid[0]) * x0 + sigma(grid[0]) * noise[:, 0]]
+    for k in range(1, grid.numel()):
+        a_ts, var_ts = kernel(grid[k], grid[k - 1])
+        states.append(a_ts * states[-1] + var_ts.sqrt() * noise[:, k])
+    return torch.stack(states, dim=1)
+
+
+def forward_log_prob(states: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """log q(x_{t_1..t_K} | x_{t_0}) of given states [B, K+1, ...], summed over dims: [B]."""
+    grid = grid.to(states)
+    logp = torch.zeros(states.shape[0], dtype=states.dtype, device=states.device)
+    dim = states[0, 0].numel()
+    for k in range(1, grid.numel()):
+        a_ts, var_ts = kernel(grid[k], grid[k - 1])
+        resid = (states[:, k] - a_ts * states[:, k - 1]).flatten(1)
+        logp = logp - 0.5 * (resid**2).sum(1) / var_ts - 0.5 * dim * (torch.log(var_ts) + LOG_2PI)
+    return logp
+
+
+def trajectory_covariance(grid: torch.Tensor) -> torch.Tensor:
+    """S with Cov(x_{t_i}, x_{t_j} | x_0) = S_ij · I: for t_i ≤ t_j, S_ij = (α_{t_j}/α_{t_i}) σ²_{t_i}.
+
+    The diagonal is written as σ²_t directly, since at t = 1 the ratio would be 0/0.
+    """
+    grid = grid.to(torch.float64) if not grid.is_floating_point() else grid
+    n = grid.numel()
+    S = torch.empty(n, n, dtype=grid.dtype, device=grid.device)
+    for i in range(n):
+        for j in range(n):
+            lo, hi = (i, j) if grid[i] <= grid[j] else (j, i)
+            if lo == hi:
+                S[i, j] = sigma(grid[i]) ** 2
+            else:
+                S[i, j] = alpha(grid[hi]) / alpha(grid[lo]) * sigma(grid[lo]) ** 2
+    return S
+
+
+class TrajectorySchedule(SchedulerMixin, ConfigMixin):
+    """The trajectory's settings, saved with a model as scheduler_config.json.
+
+    t_min: the last (least noisy) time; the sampler ends there and a denoiser removes what is left.
+    shift: time shift of the grid. train_num_steps: the step counts K sampled per training batch.
+    """
+
+    config_name = "scheduler_config.json"
+
+    @register_to_config
+    def __init__(self, t_min: float = 0.05, shift: float = 1.0, train_num_steps: Sequence[int] = (4,)):
+        time_grid(1, t_min, shift)  # validates
+        if not train_num_steps or any(int(k) < 1 for k in train_num_steps):
+            raise ValueError(f"train_num_steps must be positive integers, got {train_num_steps}")
+
+    def grid(self, num_steps: int, dtype=torch.float32, device=None) -> torch.Tensor:
+        return time_grid(num_steps, self.config.t_min, self.config.shift).to(dtype=dtype, device=device)
+
+    def sample_num_steps(self, generator: torch.Generator | None = None) -> int:
+        choices = list(self.config.train_num_steps)
+        return int(choices[torch.randint(len(choices), (1,), generator=generator).item()])
