@@ -33,16 +33,31 @@ class TimeEmbedding(nn.Module):
 
 
 class KVCache:
-    """Keys and values of the tokens seen so far, for one attention layer."""
+    """Keys and values of the tokens seen so far, for one attention layer.
 
-    def __init__(self):
+    With `max_len` the buffer is allocated once and filled in place (the transporter's inverse knows its length);
+    without it, it grows by concatenation (the predictor's cache over a variable number of steps)."""
+
+    def __init__(self, max_len: int | None = None):
+        self.max_len = max_len
+        self.len = 0
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
 
     def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        return self.k, self.v
+        n = k.shape[2]
+        if self.max_len is None:
+            self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+            self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+            self.len += n
+            return self.k, self.v
+        if self.k is None:
+            self.k = k.new_empty(k.shape[:2] + (self.max_len,) + k.shape[3:])
+            self.v = torch.empty_like(self.k)
+        self.k[:, :, self.len : self.len + n] = k
+        self.v[:, :, self.len : self.len + n] = v
+        self.len += n
+        return self.k[:, :, : self.len], self.v[:, :, : self.len]
 
 
 class Attention(nn.Module):
@@ -94,8 +109,12 @@ class TransformerLayer(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, x, cond, mask=None, causal=False, cache=None, context=None, context_mask=None):
-        sh1, sc1, g1, sh2, sc2, g2 = _per_token(self.modulation(F.silu(cond))).chunk(6, dim=-1)
+    def modulations(self, cond: torch.Tensor) -> torch.Tensor:
+        """adaLN shift/scale/gate from the conditioning; callers decoding token by token compute it once."""
+        return _per_token(self.modulation(F.silu(cond)))
+
+    def forward(self, x, cond, mask=None, causal=False, cache=None, context=None, context_mask=None, mods=None):
+        sh1, sc1, g1, sh2, sc2, g2 = (self.modulations(cond) if mods is None else mods).chunk(6, dim=-1)
         x = x + g1 * self.attn(modulate(self.norm_attn(x), sh1, sc1), mask=mask, causal=causal, cache=cache)
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x), context=context, mask=context_mask)
@@ -114,8 +133,11 @@ class FinalLayer(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x, cond):
-        shift, scale = _per_token(self.modulation(F.silu(cond))).chunk(2, dim=-1)
+    def modulations(self, cond: torch.Tensor) -> torch.Tensor:
+        return _per_token(self.modulation(F.silu(cond)))
+
+    def forward(self, x, cond, mods=None):
+        shift, scale = (self.modulations(cond) if mods is None else mods).chunk(2, dim=-1)
         return self.proj(modulate(self.norm(x), shift, scale))
 
 

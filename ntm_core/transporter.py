@@ -51,8 +51,8 @@ class FlowBlock(nn.Module):
     def _order(self, t: torch.Tensor) -> torch.Tensor:
         return t.flip(1) if self.reverse else t
 
-    def _shift_log_scale(self, h, cond):
-        m, a = self.final(h, cond).chunk(2, dim=-1)
+    def _shift_log_scale(self, h, cond, mods=None):
+        m, a = self.final(h, cond, mods).chunk(2, dim=-1)
         # soft clamp keeps exp(±a) finite early in training; any smooth function keeps the flow exact
         return m, self.max_log_scale * torch.tanh(a / self.max_log_scale)
 
@@ -73,14 +73,17 @@ class FlowBlock(nn.Module):
         u = self._order(u)
         n = u.shape[1]
         xs: list[torch.Tensor] = []
-        caches = [KVCache() for _ in self.layers] if use_cache else None
+        if use_cache:  # the conditioning is the same for every token: modulate once, cache keys/values
+            caches = [KVCache(max_len=n) for _ in self.layers]
+            mods = [layer.modulations(cond) for layer in self.layers]
+            final_mods = self.final.modulations(cond)
         for i in range(n):
             if use_cache:
                 prev = self.start.expand(u.shape[0], -1, -1).to(u.dtype) if i == 0 else self.proj_in(xs[-1])
                 h = prev + self.pos[:, i : i + 1]
-                for layer, cache in zip(self.layers, caches):
-                    h = layer(h, cond, cache=cache, context=ctx, context_mask=ctx_mask)
-                m, a = self._shift_log_scale(h, cond)
+                for layer, cache, mod in zip(self.layers, caches, mods):
+                    h = layer(h, cond, cache=cache, context=ctx, context_mask=ctx_mask, mods=mod)
+                m, a = self._shift_log_scale(h, cond, final_mods)
             else:  # naive: a full parallel pass per token (kept to check the cache)
                 known = torch.cat(xs + [torch.zeros_like(u[:, i:])], dim=1)
                 m, a = (t[:, i : i + 1] for t in self._params_parallel(known, cond, ctx, ctx_mask))
