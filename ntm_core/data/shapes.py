@@ -1,0 +1,196 @@
+"""Shapes: a compositional text-to-image dataset the project generates itself, scorable like GenEval.
+
+32×32 RGB on black; flat-coloured circles, squares and triangles in six saturated colours (RGB corners, so a
+pixel's colour is unambiguous), sizes 8–14 px, no overlap. Every image comes from a *spec* — the structured
+attributes its caption states — so generations can be checked against the prompt (analysis.shapes_eval).
+
+Categories (GenEval-like): single_object ("a red circle"), two_object ("a red circle and a blue square"),
+counting ("two green triangles", 1–3), color_attr (one kind, two colours), position ("a red circle to the left of
+a blue square"). About 10% of the specs of each category are held out of training for evaluation.
+Everything is a pure function of (seed, index).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+COLORS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
+          "yellow": (255, 255, 0), "cyan": (0, 255, 255), "magenta": (255, 0, 255)}
+KINDS = ("circle", "square", "triangle")
+PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
+NUMBERS = {1: "one", 2: "two", 3: "three"}
+RELATIONS = {  # relation → wordings; the evaluator reads only the relation
+    "left of": ("to the left of", "left of"),
+    "right of": ("to the right of", "right of"),
+    "above": ("above", "over"),
+    "below": ("below", "under"),
+}
+CATEGORIES = ("single_object", "two_object", "counting", "color_attr", "position")
+PREFIXES = ("", "", "a picture of ", "an image of ", "a drawing of ")
+HOLDOUT_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a caption asserts. objects: ((colour, kind), …) in caption order; count for counting;
+    relation for position: objects[0] <relation> objects[1]."""
+
+    category: str
+    objects: tuple[tuple[str, str], ...]
+    count: int = 1
+    relation: str | None = None
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def to_dict(self) -> dict:
+        return {"category": self.category, "objects": [list(o) for o in self.objects], "count": self.count,
+                "relation": self.relation}
+
+    @staticmethod
+    def from_dict(d: dict) -> "Spec":
+        return Spec(d["category"], tuple(tuple(o) for o in d["objects"]), d.get("count", 1), d.get("relation"))
+
+
+def all_specs(category: str) -> list[Spec]:
+    objs = list(itertools.product(COLORS, KINDS))
+    if category == "single_object":
+        return [Spec(category, (o,)) for o in objs]
+    if category == "two_object":  # two different kinds, any colours
+        return [Spec(category, (a, b)) for a, b in itertools.permutations(objs, 2) if a[1] < b[1]]
+    if category == "counting":
+        return [Spec(category, (o,), count=n) for o in objs for n in (1, 2, 3)]
+    if category == "color_attr":  # one kind, two different colours: is each colour bound to an object?
+        return [Spec(category, ((c1, k), (c2, k))) for k in KINDS for c1, c2 in itertools.combinations(COLORS, 2)]
+    if category == "position":
+        return [Spec(category, (a, b), relation=r) for a, b in itertools.permutations(objs, 2) for r in RELATIONS]
+    raise ValueError(f"unknown category {category!r}; choose from {CATEGORIES}")
+
+
+def _held_out(spec: Spec) -> bool:
+    h = int(hashlib.sha256(spec.key().encode()).hexdigest()[:8], 16)
+    return (h % 1000) < HOLDOUT_FRACTION * 1000
+
+
+def split_specs(split: str, categories=CATEGORIES) -> dict[str, list[Spec]]:
+    """{category: specs} for 'train' or 'test' (held-out prompts, never seen in training)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return {c: [s for s in all_specs(c) if _held_out(s) == (split == "test")] for c in categories}
+
+
+def caption(spec: Spec, rng: np.random.Generator) -> str:
+    def one(o, article=True):
+        return f"{'a ' if article else ''}{o[0]} {o[1]}"
+
+    if spec.category == "counting":
+        n = spec.count
+        body = (rng.choice(["a ", "one ", "a single "]) + f"{spec.objects[0][0]} {spec.objects[0][1]}") if n == 1 \
+            else f"{NUMBERS[n]} {spec.objects[0][0]} {PLURAL[spec.objects[0][1]]}"
+    elif spec.category == "single_object":
+        body = one(spec.objects[0])
+    elif spec.category in ("two_object", "color_attr"):
+        body = f"{one(spec.objects[0])} {rng.choice(['and', 'and', 'together with'])} {one(spec.objects[1])}"
+    else:
+        body = f"{one(spec.objects[0])} {rng.choice(RELATIONS[spec.relation])} {one(spec.objects[1])}"
+    return str(rng.choice(PREFIXES)) + body
+
+
+# ---- rendering ----
+def shape_mask(kind: str, size: int, cy: float, cx: float, h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    y, x = yy + 0.5 - cy, xx + 0.5 - cx
+    r = size / 2
+    if kind == "circle":
+        return x**2 + y**2 <= r**2
+    if kind == "square":
+        return (np.abs(x) <= r) & (np.abs(y) <= r)
+    if kind == "triangle":  # upright isosceles: apex at top, base at bottom
+        return (y <= r) & (y >= -r) & (np.abs(x) <= (y + r) / 2)
+    raise ValueError(kind)
+
+
+def _relation_holds(rel: str, a: tuple[float, float], b: tuple[float, float], margin: float) -> bool:
+    """a, b: (cy, cx). The dominant axis of the offset decides the relation, as the evaluator reads it."""
+    dy, dx = a[0] - b[0], a[1] - b[1]
+    horizontal = abs(dx) > abs(dy)
+    return {"left of": horizontal and dx <= -margin, "right of": horizontal and dx >= margin,
+            "above": not horizontal and dy <= -margin, "below": not horizontal and dy >= margin}[rel]
+
+
+def render(spec: Spec, rng: np.random.Generator, image_size: int = 32, jitter: int = 20, max_tries: int = 500):
+    """An image [H, W, 3] uint8 satisfying `spec`, and its objects [(colour, kind, cy, cx, size)]."""
+    items = [spec.objects[0]] * spec.count if spec.category == "counting" else list(spec.objects)
+    for _ in range(max_tries):
+        img = np.zeros((image_size, image_size, 3), np.int16)
+        occupied = np.zeros((image_size, image_size), bool)
+        placed = []
+        for colour, kind in items:
+            size = int(rng.integers(8, 15 if len(items) < 3 else 12))
+            r = size / 2 + 1
+            cy, cx = rng.uniform(r, image_size - r, size=2)
+            mask = shape_mask(kind, size, cy, cx, image_size, image_size)
+            grown = shape_mask("square", size + 4, cy, cx, image_size, image_size)  # ≥ 1 px of black between
+            if (grown & occupied).any():
+                break
+            occupied |= mask
+            base = np.array(COLORS[colour])  # saturated channels dimmed, empty ones lifted, by ≤ jitter
+            rgb = np.where(base > 0, 255 - rng.integers(0, jitter + 1, 3), rng.integers(0, jitter + 1, 3))
+            img[mask] = rgb
+            ys, xs = np.nonzero(mask)  # centroids, not box centres: relations are judged on what is drawn
+            placed.append((colour, kind, float(ys.mean() + 0.5), float(xs.mean() + 0.5), size))
+        else:
+            if spec.relation is None or _relation_holds(spec.relation, placed[0][2:4], placed[1][2:4], margin=4.0):
+                return img.astype(np.uint8), placed
+    raise RuntimeError(f"could not place {spec} in {max_tries} tries")
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, C] → float [C, H, W] in [−1, 1] (the models' data scaling)."""
+    return torch.tensor(img).permute(2, 0, 1).float() / 127.5 - 1.0  # copies: PIL arrays are read-only
+
+
+class ShapesDataset(torch.utils.data.Dataset):
+    """Item i is a pure function of (seed, i): {'image': [3, H, W] in [−1, 1], 'caption': str, 'spec': dict}.
+
+    split='train' draws from the training specs; 'test' from the held-out ones. `length` is nominal (the data
+    are generated on the fly, so any index is valid: a training loop may run past it)."""
+
+    def __init__(self, split: str = "train", seed: int = 0, length: int = 1_000_000, image_size: int = 32,
+                 categories=CATEGORIES):
+        self.split, self.seed, self.length, self.image_size = split, seed, length, image_size
+        self.specs = split_specs(split, categories)
+        self.categories = [c for c in categories if self.specs[c]]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def spec_at(self, index: int) -> tuple[Spec, np.random.Generator]:
+        rng = np.random.default_rng([self.seed, index, 0 if self.split == "train" else 1])
+        cat = self.categories[int(rng.integers(len(self.categories)))]
+        specs = self.specs[cat]
+        return specs[int(rng.integers(len(specs)))], rng
+
+    def __getitem__(self, index: int) -> dict:
+        spec, rng = self.spec_at(int(index))
+        text = caption(spec, rng)
+        img, _ = render(spec, rng, self.image_size)
+        return {"image": to_tensor(img), "caption": text, "spec": spec.to_dict()}
+
+
+def eval_prompts(per_category: int = 20, seed: int = 0) -> list[dict]:
+    """A fixed held-out prompt set: per category, `per_category` items cycling through its held-out specs,
+    each with a caption and a generation seed."""
+    out = []
+    for cat, specs in split_specs("test").items():
+        for j in range(per_category):
+            rng = np.random.default_rng([seed, CATEGORIES.index(cat), j])
+            spec = specs[j % len(specs)]
+            out.append({"category": cat, "caption": caption(spec, rng), "spec": spec.to_dict(),
+                        "seed": int(rng.integers(2**31 - 1))})
+    return out

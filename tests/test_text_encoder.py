@@ -1,0 +1,60 @@
+"""MiniLM loads offline from its package; paraphrases embed closer than unrelated prompts; null prompt; cache."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ntm_core.text import TextEncoder
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder(max_length=16)
+
+
+def test_loads_with_the_hub_switched_off(tmp_path):
+    code = "from ntm_core.text import TextEncoder; e = TextEncoder(); print(e.dim, e.encode('a red circle').pooled.shape)"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=os.getcwd(),
+               HF_HOME=str(tmp_path))  # an empty hub cache: nothing to fall back on
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[:1] == ["384"]
+
+
+def test_paraphrases_closer_than_unrelated(encoder):
+    e = encoder.encode(["a red circle", "one red circle", "a picture of a red circle",
+                        "three blue triangles below a green square", "a handwritten digit seven"])
+    p = e.pooled
+    cos = p @ p.T
+    for para in (1, 2):
+        assert cos[0, para] > cos[0, 3] + 0.1 and cos[0, para] > cos[0, 4] + 0.1
+    assert torch.allclose(p.norm(dim=1), torch.ones(5), atol=1e-5)
+
+
+def test_null_prompt_and_padding(encoder):
+    e = encoder.encode(["", "a red circle", "  a   red circle "])
+    assert not e.mask[0].any() and torch.equal(e.pooled[0], torch.zeros(384))
+    assert torch.equal(e.pooled[1], e.pooled[2]), "whitespace does not change a prompt"
+    assert e.mask[1].sum() == e.mask[1].sum() and e.tokens.shape[0] == 3
+
+
+def test_long_prompts_truncate_without_error(encoder):
+    e = encoder.encode(["circle " * 2000])
+    assert e.tokens.shape[1] == 16 and e.mask.all()
+
+
+def test_cache_hits_and_eviction():
+    enc = TextEncoder(cache_size=2)
+    a1 = enc.encode("a red circle").pooled
+    enc.encode(["a blue square", "a green triangle"])
+    assert list(enc._cache) == ["a blue square", "a green triangle"], "least recently used is evicted first"
+    assert torch.allclose(enc.encode("a red circle").pooled, a1)
+
+
+def test_batch_order_preserved_with_cached_and_new(encoder):
+    encoder.encode("a red circle")
+    e = encoder.encode(["a blue square", "a red circle"])
+    solo = encoder.encode("a blue square")
+    assert torch.allclose(e.pooled[0], solo.pooled[0])
