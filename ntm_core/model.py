@@ -71,8 +71,9 @@ class NTMSample:
     u, x: [B, K+1, C, H, W] in grid order (index K = the start, t = 1); mu, sigma, z: [B, K, ...] in sampling
     order (the Gaussian each step drew from, and its standard-normal draw)."""
 
-    images: torch.Tensor
+    images: torch.Tensor | None  # None when the sampler was asked not to invert (a learned denoiser takes u_final)
     grid: torch.Tensor
+    u_final: torch.Tensor | None = None  # the u-space state at t_0
     u: torch.Tensor | None = None
     x: torch.Tensor | None = None
     mu: torch.Tensor | None = None
@@ -150,7 +151,7 @@ class NTM(nn.Module):
     @torch.no_grad()
     def sample(self, batch_size: int | None = None, text: TextEmbedding | None = None, num_steps: int = 4,
                guidance_scale: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
-               return_trajectory: bool = False) -> NTMSample:
+               return_trajectory: bool = False, invert: bool = True) -> NTMSample:
         """K reverse steps in u-space, then one transporter inverse (NTM_METHOD §4).
 
         Classifier-free guidance mixes (μ, log σ) of the prompt and of the null prompt; temperature scales
@@ -187,11 +188,12 @@ class NTM(nn.Module):
                 us.append(u), mus.append(mu), sigmas.append(torch.exp(log_sigma)), zs.append(z)
 
         if not return_trajectory:
-            return NTMSample(images=self.transporter.inverse(u, grid[0], text), grid=grid)
+            images = self.transporter.inverse(u, grid[0], text) if invert else None
+            return NTMSample(images=images, grid=grid, u_final=u)
         u_all = torch.stack(us[::-1], dim=1)  # grid order
         x_all = self.transporter.inverse(u_all.flatten(0, 1), grid.repeat(batch_size), _repeat(text, num_steps + 1))
         x_all = x_all.unflatten(0, (batch_size, num_steps + 1))
-        return NTMSample(images=x_all[:, 0], grid=grid, u=u_all, x=x_all, mu=torch.stack(mus, 1),
+        return NTMSample(images=x_all[:, 0], grid=grid, u_final=u, u=u_all, x=x_all, mu=torch.stack(mus, 1),
                          sigma=torch.stack(sigmas, 1), z=torch.stack(zs, 1))
 
     # ---- §6 ----

@@ -8,7 +8,8 @@ computed as independent sequences.
 Parameterised around the Gaussian posterior so that transporter = identity is exactly a Gaussian diffusion
 model: the network outputs a velocity v and a log-scale correction δ (both zero at init);
 x̂_0 = u_t − t·v,  μ = μ̃(u_t, x̂_0) = c_t u_t + c_0 x̂_0,  log σ = log σ̃(t, s) + δ.
-The v head alone is a flow-matching model (v ≈ ε − x_0), which is what §5's initialisation relies on.
+The v head alone is a flow-matching model (v ≈ ε − x_0), which is what §5's initialisation relies on; with
+s_conditioning=False and markov=True the network is exactly such a velocity model v(x_t, t, c).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class Predictor(ModelMixin, ConfigMixin):
         text_dim: int = 0,
         markov: bool = False,
         max_log_sigma_delta: float = 4.0,
+        s_conditioning: bool = True,
     ):
         super().__init__()
         h, w = as_hw(sample_size)
@@ -46,7 +48,12 @@ class Predictor(ModelMixin, ConfigMixin):
         self.proj_in = nn.Linear(token_dim, width)
         self.pos = nn.Parameter(0.02 * torch.randn(1, self.num_tokens, width))
         self.t_embed = TimeEmbedding(width)
-        self.s_embed = TimeEmbedding(width)
+        # the target time s; zero-initialised output so a flow-matching model (s_conditioning=False, which only
+        # knows t) loads into an NTM predictor with its function unchanged (NTM_METHOD §5)
+        self.s_embed = TimeEmbedding(width) if s_conditioning else None
+        if self.s_embed is not None:
+            nn.init.zeros_(self.s_embed.mlp[-1].weight)
+            nn.init.zeros_(self.s_embed.mlp[-1].bias)
         self.text = TextContext(text_dim, width, width) if text_dim else None
         self.layers = nn.ModuleList(
             TransformerLayer(width, heads, width, context_dim=width if text_dim else None) for _ in range(depth)
@@ -68,7 +75,7 @@ class Predictor(ModelMixin, ConfigMixin):
         s = torch.as_tensor(s, dtype=u.dtype, device=u.device).expand(b, k)
         tokens = patchify(u.flatten(0, 1), self.config.patch_size)  # [B·K, N, d]
         h = self.proj_in(tokens) + self.pos
-        cond = self.t_embed(t) + self.s_embed(s)  # [B, K, W]
+        cond = self.t_embed(t) if self.s_embed is None else self.t_embed(t) + self.s_embed(s)  # [B, K, W]
         ctx = ctx_mask = None
         if self.text is not None:
             pooled, ctx, ctx_mask = self.text(text, b, u.dtype, u.device)

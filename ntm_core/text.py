@@ -8,8 +8,10 @@ classifier-free guidance uses as its unconditional branch. Prompt embeddings are
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import threading
 from collections import OrderedDict
 
 import torch
@@ -43,6 +45,7 @@ class TextEncoder:
         self.max_length = max_length
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()  # one encoder serves concurrent app users
 
     @property
     def dim(self) -> int:
@@ -67,6 +70,10 @@ class TextEncoder:
         if not prompts:
             raise ValueError("no prompts given")
         keys = [" ".join(str(p).split()) for p in prompts]  # whitespace-normalised
+        with self._lock:
+            return self._encode_keys(keys)
+
+    def _encode_keys(self, keys: list[str]) -> TextEmbedding:
         missing = list(dict.fromkeys(k for k in keys if k and k not in self._cache))
         if missing:
             for key, value in zip(missing, self._encode_new(missing)):
@@ -89,3 +96,9 @@ class TextEncoder:
         return TextEmbedding(tokens, mask, pooled)
 
     __call__ = encode
+
+
+@functools.lru_cache(maxsize=4)
+def get_text_encoder(path: str | None = None, max_length: int = 32) -> TextEncoder:
+    """One shared encoder per (path, max_length) in a process: pipelines and the app load it once."""
+    return TextEncoder(path if path not in (None, "", "minilm") else None, max_length=max_length)

@@ -16,16 +16,17 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-def load_image(path_or_file, size: int, channels: int = 3) -> torch.Tensor:
-    """Any image → [channels, size, size] in [−1, 1]: EXIF-rotated, resized on the shorter side, centre-cropped.
-    Raises ValueError with the reason when the file is not a readable image."""
+def load_image(source, size: int, channels: int = 3) -> torch.Tensor:
+    """Any image (a path, a file object or a PIL image) → [channels, size, size] in [−1, 1]: EXIF-rotated,
+    resized on the shorter side, centre-cropped. Raises ValueError with the reason when it is not readable."""
     try:
-        with Image.open(path_or_file) as im:
+        with (source.copy() if isinstance(source, Image.Image) else Image.open(source)) as im:
             im = ImageOps.exif_transpose(im)
             im = im.convert("RGB" if channels == 3 else "L")
             im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC)
     except Exception as e:  # PIL raises many types for bad data; one clear error for the caller
-        raise ValueError(f"cannot read image {getattr(path_or_file, 'name', path_or_file)}: {e}") from e
+        name = "the image" if isinstance(source, Image.Image) else getattr(source, "name", source)
+        raise ValueError(f"cannot read image {name}: {e}") from e
     arr = np.asarray(im)
     return to_tensor(arr[..., None] if arr.ndim == 2 else arr)
 

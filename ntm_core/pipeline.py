@@ -1,0 +1,206 @@
+"""Pipelines (diffusers DiffusionPipeline): what the app, the analysis scripts and a Python user call.
+
+    pipe = NTMPipeline.from_pretrained("assets/ntm-shapes32")          # offline: a local folder
+    images = pipe("a red circle to the left of a blue square", num_inference_steps=4, guidance_scale=3.0,
+                  generator=torch.Generator().manual_seed(0)).images
+    nll = pipe.log_likelihood(images, "a red circle to the left of a blue square")
+
+The text encoder is not stored in the folder: its config names it (MiniLM from its package by default) and it is
+loaded once per process.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+
+from .conditioning import TextEmbedding
+from .data.imagefolder import load_image
+from .denoiser import Denoiser
+from .flow_matching import euler_sample, gaussian_sample
+from .model import NTM, NTMSample, TrajectoryNLL
+from .predictor import Predictor
+from .text import get_text_encoder
+from .trajectory import TrajectorySchedule, time_grid
+from .transporter import Transporter, as_hw
+
+DENOISE_MODES = ("learned", "score", "none")
+
+
+@dataclass
+class GenerationOutput(BaseOutput):
+    images: list | np.ndarray | torch.Tensor
+    seconds: float
+    trajectory: NTMSample | None = None
+
+
+class _TextToImagePipeline(DiffusionPipeline):
+    """Prompt handling and output conversion shared by the NTM and the flow-matching pipelines."""
+
+    def _check_config(self):
+        self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.predictor.config.text_dim)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return (self.predictor.config.in_channels, *as_hw(self.predictor.config.sample_size))
+
+    @property
+    def text_encoder(self):
+        if not self.text_dim:
+            return None
+        enc = get_text_encoder(self.config.text_encoder_path, self.config.text_max_length)
+        if enc.dim != self.text_dim:
+            raise ValueError(f"text encoder gives {enc.dim}-d embeddings, the model expects {self.text_dim}")
+        return enc
+
+    def encode_prompt(self, prompt, num_images_per_prompt: int = 1, batch_size: int | None = None):
+        """→ (TextEmbedding or None, batch size). Unconditional models take no prompt."""
+        if not self.text_dim:
+            if prompt not in (None, "", []):
+                raise ValueError("this model is unconditional: it takes no prompt")
+            return None, (batch_size or 1) * num_images_per_prompt
+        if prompt is None:
+            raise ValueError("this model needs a prompt")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or any(not str(p).strip() for p in prompts):
+            raise ValueError("empty prompt: describe the image to generate")
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        text = self.text_encoder.encode(prompts)
+        dtype = next(self.predictor.parameters()).dtype
+        return text.to(device=self.device, dtype=dtype), len(prompts)
+
+    def postprocess(self, images: torch.Tensor, output_type: str):
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        return self.image_processor.postprocess(images.float().clamp(-1, 1), output_type=output_type)
+
+
+class NTMPipeline(_TextToImagePipeline):
+    _optional_components = ["denoiser"]
+
+    def __init__(self, transporter: Transporter, predictor: Predictor, scheduler: TrajectorySchedule,
+                 denoiser: Denoiser | None = None, text_encoder_path: str = "minilm", text_max_length: int = 32):
+        super().__init__()
+        self.register_modules(transporter=transporter, predictor=predictor, scheduler=scheduler, denoiser=denoiser)
+        self.register_to_config(text_encoder_path=text_encoder_path, text_max_length=text_max_length)
+        self._check_config()
+
+    @property
+    def ntm(self) -> NTM:
+        return NTM(self.transporter, self.predictor, self.scheduler)
+
+    @torch.no_grad()
+    def __call__(self, prompt=None, num_inference_steps: int = 4, guidance_scale: float = 1.0,
+                 temperature: float = 1.0, generator: torch.Generator | None = None, denoise: str | None = None,
+                 output_type: str = "pil", return_trajectory: bool = False, num_images_per_prompt: int = 1,
+                 batch_size: int | None = None) -> GenerationOutput:
+        """denoise: 'learned' (the self-distilled denoiser on u at t_min: no inverse, no gradient), 'score'
+        (Tweedie with the exact trajectory score), 'none' (x at t_min as sampled). Default: learned if the
+        folder has a denoiser, else score."""
+        denoise = denoise or ("learned" if self.denoiser is not None else "score")
+        if denoise not in DENOISE_MODES:
+            raise ValueError(f"denoise must be one of {DENOISE_MODES}, got {denoise!r}")
+        if denoise == "learned" and self.denoiser is None:
+            raise ValueError("this model has no learned denoiser: use denoise='score' or 'none'")
+        text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size)
+        start = time.perf_counter()
+        model = self.ntm
+        traj = return_trajectory or denoise == "score"
+        out = model.sample(n, text, num_inference_steps, guidance_scale, temperature, generator,
+                           return_trajectory=traj, invert=denoise != "learned" or traj)
+        if denoise == "learned":
+            images = self.denoiser(out.u_final, text)
+        elif denoise == "score":
+            images = model.denoise_with_score(out.x, out.grid, text)
+        else:
+            images = out.images
+        seconds = time.perf_counter() - start
+        return GenerationOutput(images=self.postprocess(images, output_type), seconds=seconds,
+                                trajectory=out if return_trajectory else None)
+
+    def preprocess(self, images) -> torch.Tensor:
+        """Tensors in [−1, 1] pass through; PIL images, arrays or paths are converted, resized, centre-cropped."""
+        c, h, w = self.sample_shape
+        if isinstance(images, torch.Tensor):
+            x = images if images.dim() == 4 else images[None]
+            if tuple(x.shape[1:]) != (c, h, w):
+                raise ValueError(f"expected images of shape [B, {c}, {h}, {w}], got {list(x.shape)}")
+        else:
+            items = images if isinstance(images, (list, tuple)) else [images]
+            if h != w:
+                raise ValueError("non-square models take tensors")
+            x = torch.stack([load_image(im if not isinstance(im, np.ndarray) else _pil(im), h, c) for im in items])
+        return x.to(device=self.device, dtype=next(self.predictor.parameters()).dtype)
+
+    @torch.no_grad()
+    def log_likelihood(self, images, prompt=None, num_inference_steps: int = 4, num_trajectories: int = 1,
+                       generator: torch.Generator | None = None) -> list[TrajectoryNLL]:
+        """Exact −log p(τ) of forward trajectories from each image, one TrajectoryNLL per trajectory draw.
+        A single prompt applies to every image; a list gives one prompt per image."""
+        x = self.preprocess(images)
+        if self.text_dim and isinstance(prompt, str):
+            prompt = [prompt] * x.shape[0]
+        text, n = self.encode_prompt(prompt, 1, x.shape[0])
+        if n != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} images but {n} prompts")
+        return [self.ntm.nll(x, text, num_inference_steps, generator) for _ in range(num_trajectories)]
+
+
+def _pil(arr: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(arr)
+
+
+class FlowMatchingPipeline(_TextToImagePipeline):
+    """The flow-matching baseline: a velocity predictor and diffusers' FlowMatchEulerDiscreteScheduler."""
+
+    def __init__(self, predictor: Predictor, scheduler: FlowMatchEulerDiscreteScheduler,
+                 text_encoder_path: str = "minilm", text_max_length: int = 32):
+        super().__init__()
+        self.register_modules(predictor=predictor, scheduler=scheduler)
+        self.register_to_config(text_encoder_path=text_encoder_path, text_max_length=text_max_length)
+        self._check_config()
+
+    @torch.no_grad()
+    def __call__(self, prompt=None, num_inference_steps: int = 50, guidance_scale: float = 1.0,
+                 generator: torch.Generator | None = None, output_type: str = "pil", num_images_per_prompt: int = 1,
+                 batch_size: int | None = None, sampler: str = "euler", t_min: float = 0.05) -> GenerationOutput:
+        """sampler: 'euler' (the ODE, diffusers' scheduler) or 'gaussian' (K posterior steps down to t_min)."""
+        text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size)
+        start = time.perf_counter()
+        shape = (n, *self.sample_shape)
+        if sampler == "euler":
+            images = euler_sample(self.predictor, shape, num_inference_steps, text, guidance_scale, generator,
+                                  self.scheduler)
+        elif sampler == "gaussian":
+            grid = time_grid(num_inference_steps, t_min, dtype=next(self.predictor.parameters()).dtype)
+            images = gaussian_sample(self.predictor, shape, grid, text, generator)
+        else:
+            raise ValueError(f"sampler must be 'euler' or 'gaussian', got {sampler!r}")
+        return GenerationOutput(images=self.postprocess(images, output_type), seconds=time.perf_counter() - start)
+
+
+def load_pipeline(path: str, **kwargs):
+    """Either pipeline, from the class named in the folder's model_index.json."""
+    import json
+    import os
+
+    with open(os.path.join(path, "model_index.json")) as f:
+        name = json.load(f)["_class_name"]
+    classes = {"NTMPipeline": NTMPipeline, "FlowMatchingPipeline": FlowMatchingPipeline}
+    if name not in classes:
+        raise ValueError(f"{path}: unknown pipeline class {name!r}")
+    return classes[name].from_pretrained(path, **kwargs)
+
+
+__all__ = ["NTMPipeline", "FlowMatchingPipeline", "GenerationOutput", "load_pipeline", "TextEmbedding"]
