@@ -41,6 +41,8 @@ class TrajectoryNLL:
     forward_log_q: torch.Tensor  # log q(x_{t_1..t_K} | x_{t_0})
     dim: int
     grid: torch.Tensor = field(repr=False)
+    mu: torch.Tensor | None = field(default=None, repr=False)  # [B, K, ...] the predictor's means (sampling order)
+    u_src: torch.Tensor | None = field(default=None, repr=False)  # [B, K, ...] the u-states it conditioned on
 
     @property
     def const(self) -> float:
@@ -139,6 +141,8 @@ class NTM(nn.Module):
             forward_log_q=forward_log_prob(states, grid),
             dim=dim,
             grid=grid,
+            mu=mu,
+            u_src=src,
         )
 
     def nll(self, x0: torch.Tensor, text: TextEmbedding | None = None, num_steps: int = 4,

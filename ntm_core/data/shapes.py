@@ -131,7 +131,8 @@ def render(spec: Spec, rng: np.random.Generator, image_size: int = 32, jitter: i
         occupied = np.zeros((image_size, image_size), bool)
         placed = []
         for colour, kind in items:
-            size = int(rng.integers(8, 15 if len(items) < 3 else 12))
+            lo, hi = max(3, round(image_size / 4)), round(image_size * (14 if len(items) < 3 else 11) / 32)
+            size = int(rng.integers(lo, hi + 1))  # 8–14 px at 32×32 (8–11 for three objects)
             r = size / 2 + 1
             cy, cx = rng.uniform(r, image_size - r, size=2)
             mask = shape_mask(kind, size, cy, cx, image_size, image_size)

@@ -1,0 +1,161 @@
+"""Training checkpoints: tensors in safetensors, everything else in JSON — nothing is ever unpickled.
+
+A checkpoint is a folder written under a temporary name and renamed into place, so a kill mid-write never leaves
+a half checkpoint that looks complete:
+    step-00000100/
+        model.safetensors          the trainable weights (raw, not EMA)
+        ema.safetensors, ema.json  the EMA shadow weights and the EMA's counters
+        optimizer.safetensors, optimizer.json, lr_scheduler.json
+        trainer_state.json         step, samples seen, … — written last: its presence marks a complete checkpoint
+        pipeline/                  the EMA model as a pipeline folder (loadable by the app)
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def atomic_dir(path: str):
+    """Context manager: yields a temporary folder that becomes `path` (replacing it) only on success."""
+
+    class _Atomic:
+        def __enter__(self):
+            self.tmp = path.rstrip("/") + ".tmp"
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            os.makedirs(self.tmp)
+            return self.tmp
+
+        def __exit__(self, exc_type, exc, tb):
+            if exc_type is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return False
+            old = path.rstrip("/") + ".old"
+            if os.path.exists(path):
+                os.replace(path, old)
+            os.replace(self.tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+            return False
+
+    return _Atomic()
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+
+
+def _load_tensors(path: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except Exception as e:  # safetensors raises several types for truncated / corrupt files
+        raise CheckpointError(f"corrupt or unreadable tensor file {path}: {e}") from e
+
+
+def optimizer_to_files(optimizer: torch.optim.Optimizer, prefix: str) -> None:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, val in state.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"{pid}.{key}"] = val.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{key}"] = val
+    save_file(tensors, prefix + ".safetensors")
+    _write_json(prefix + ".json", {"param_groups": sd["param_groups"], "scalars": scalars})
+
+
+def optimizer_from_files(optimizer: torch.optim.Optimizer, prefix: str) -> None:
+    meta = _read_json(prefix + ".json")
+    state: dict[int, dict] = {}
+    for name, val in list(_load_tensors(prefix + ".safetensors").items()) + list(meta["scalars"].items()):
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = val
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"optimizer state in {prefix}.* does not fit this model: {e}") from e
+
+
+def ema_to_files(ema, prefix: str) -> None:
+    sd = ema.state_dict()
+    shadow = sd.pop("shadow_params")
+    save_file({f"{i}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)}, prefix + ".safetensors")
+    _write_json(prefix + ".json", sd)
+
+
+def ema_from_files(ema, prefix: str) -> None:
+    tensors = _load_tensors(prefix + ".safetensors")
+    sd = _read_json(prefix + ".json")
+    sd["shadow_params"] = [tensors[str(i)] for i in range(len(tensors))]
+    if len(sd["shadow_params"]) != len(ema.shadow_params):
+        raise CheckpointError(f"EMA in {prefix}.* has {len(tensors)} tensors, the model {len(ema.shadow_params)}")
+    ema.load_state_dict(sd)
+
+
+def save_checkpoint(ckpt_dir: str, step: int, module: torch.nn.Module, optimizer, lr_scheduler, ema,
+                    trainer_state: dict, save_pipeline=None) -> str:
+    """Write checkpoints/step-N atomically. save_pipeline(folder) writes the EMA pipeline folder, if given."""
+    path = os.path.join(ckpt_dir, f"step-{step:08d}")
+    with atomic_dir(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()},
+                  os.path.join(tmp, "model.safetensors"))
+        optimizer_to_files(optimizer, os.path.join(tmp, "optimizer"))
+        _write_json(os.path.join(tmp, "lr_scheduler.json"), lr_scheduler.state_dict())
+        if ema is not None:
+            ema_to_files(ema, os.path.join(tmp, "ema"))
+        if save_pipeline is not None:
+            save_pipeline(os.path.join(tmp, "pipeline"))
+        _write_json(os.path.join(tmp, "trainer_state.json"), dict(trainer_state, step=step))
+    return path
+
+
+def list_checkpoints(ckpt_dir: str) -> list[tuple[int, str]]:
+    """Complete checkpoints, oldest first."""
+    if not os.path.isdir(ckpt_dir):
+        return []
+    out = []
+    for name in os.listdir(ckpt_dir):
+        m = STEP_DIR.match(name)
+        if m and os.path.exists(os.path.join(ckpt_dir, name, "trainer_state.json")):
+            out.append((int(m.group(1)), os.path.join(ckpt_dir, name)))
+    return sorted(out)
+
+
+def prune_checkpoints(ckpt_dir: str, keep: int) -> None:
+    for _, path in list_checkpoints(ckpt_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load_checkpoint(path: str, module: torch.nn.Module, optimizer, lr_scheduler, ema) -> dict:
+    """Restore everything save_checkpoint wrote; returns the trainer state. Raises CheckpointError clearly."""
+    if not os.path.isdir(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    state = _read_json(os.path.join(path, "trainer_state.json"))
+    weights = _load_tensors(os.path.join(path, "model.safetensors"))
+    missing, unexpected = module.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    optimizer_from_files(optimizer, os.path.join(path, "optimizer"))
+    lr_scheduler.load_state_dict(_read_json(os.path.join(path, "lr_scheduler.json")))
+    if ema is not None:
+        ema_from_files(ema, os.path.join(path, "ema"))
+    return state
