@@ -195,12 +195,18 @@ def load_pipeline(path: str, **kwargs):
     import json
     import os
 
-    with open(os.path.join(path, "model_index.json")) as f:
-        name = json.load(f)["_class_name"]
+    index = os.path.join(path, "model_index.json")
+    if not os.path.exists(index):
+        raise FileNotFoundError(f"no model folder at {path} (model_index.json is missing)")
+    with open(index) as f:
+        name = json.load(f).get("_class_name")
     classes = {"NTMPipeline": NTMPipeline, "FlowMatchingPipeline": FlowMatchingPipeline}
     if name not in classes:
         raise ValueError(f"{path}: unknown pipeline class {name!r}")
-    return classes[name].from_pretrained(path, **kwargs)
+    try:
+        return classes[name].from_pretrained(path, **kwargs)
+    except Exception as e:  # diffusers / safetensors raise many kinds for a damaged folder
+        raise ValueError(f"cannot load the model in {path}: {e}") from e
 
 
 __all__ = ["NTMPipeline", "FlowMatchingPipeline", "GenerationOutput", "load_pipeline", "TextEmbedding"]

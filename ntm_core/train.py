@@ -163,8 +163,8 @@ def build_objective(cfg: dict, text_dim: int):
         fm = init.predictor
         tcfg = dict(m["transporter"], sample_size=fm.config.sample_size, in_channels=fm.config.in_channels,
                     text_dim=fm.config.text_dim)
-        ntm = ntm_from_flow_matching(fm, Transporter(**tcfg), TrajectorySchedule(**m["schedule"]),
-                                     markov=m["predictor"].get("markov", True))
+        # Markov, whatever model.predictor says: only then is step 0 exactly the FM model (NTM_METHOD §3, §5)
+        ntm = ntm_from_flow_matching(fm, Transporter(**tcfg), TrajectorySchedule(**m["schedule"]), markov=True)
         return NTMObjective(ntm, frozen_fm=copy.deepcopy(fm)), lambda mod, path: ntm_pipeline(mod.ntm).save_pretrained(path)
     if obj == "denoiser":
         if not isinstance(init, NTMPipeline):
@@ -236,6 +236,7 @@ class Trainer:
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() else "no"
         self.accelerator = acc = Accelerator(
+            cpu=not torch.cuda.is_available(),  # lets several CPU processes form a gloo group (torchrun / launch)
             mixed_precision=mp, gradient_accumulation_steps=t["grad_accum"],
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         self.rank, self.world, self.main = acc.process_index, acc.num_processes, acc.is_main_process
@@ -378,6 +379,9 @@ class Trainer:
                 self.checkpoint()
                 self.status("running")
         bar.close()
+        if self.world > 1:  # every process reports: data-parallel replicas must hold identical weights
+            checksum = sum(float(p.detach().double().sum()) for p in self.params)
+            print(f"[rank {self.rank}/{self.world}] steps {self.step} params checksum {checksum:.10e}", flush=True)
         self.checkpoint()
         final = os.path.join(self.out, "pipeline")
         if stop.stop:

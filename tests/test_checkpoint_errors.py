@@ -1,0 +1,40 @@
+"""A corrupt or missing checkpoint gives a clear error (and nothing is unpickled)."""
+import os
+import subprocess
+
+import pytest
+
+from ntm_core.checkpoint import CheckpointError, list_checkpoints
+from ntm_core.pipeline import load_pipeline
+from ntm_core.train import Trainer
+
+from .train_helpers import ENV, run_tiny, tiny_config, train_cmd
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    run_tiny(tmp_path, "train.steps=2", "train.checkpoint_every=1")
+    _, last = list_checkpoints(str(tmp_path / "checkpoints"))[-1]
+    with open(os.path.join(last, "model.safetensors"), "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(CheckpointError, match="corrupt or unreadable tensor file .*model.safetensors"):
+        Trainer(tiny_config(tmp_path, "train.steps=4"), resume=True)
+    out = subprocess.run(train_cmd(tmp_path, "train.steps=4", resume=True), env=ENV, capture_output=True, text=True)
+    assert out.returncode == 2 and "error: corrupt or unreadable tensor file" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+    run_tiny(tmp_path, "train.steps=2", "train.checkpoint_every=1")
+    os.makedirs(tmp_path / "checkpoints" / "step-00000009.tmp")  # a kill during a write leaves only this
+    os.makedirs(tmp_path / "checkpoints" / "step-00000010")  # … or a folder without trainer_state.json
+    assert [s for s, _ in list_checkpoints(str(tmp_path / "checkpoints"))] == [1, 2]
+
+
+def test_missing_or_corrupt_pipeline_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_pipeline(str(tmp_path / "nothing"))
+    folder = run_tiny(tmp_path / "run", "train.steps=1")
+    with open(os.path.join(folder, "predictor", "diffusion_pytorch_model.safetensors"), "wb") as f:
+        f.write(b"not a safetensors file")
+    with pytest.raises(ValueError, match="cannot load"):
+        load_pipeline(folder)

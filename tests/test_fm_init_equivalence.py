@@ -1,0 +1,58 @@
+"""NTM_METHOD §5: at step 0, an NTM initialised from a flow-matching model *is* that model run as a K-step
+Gaussian sampler — the same samples for the same seed, and the same trajectory NLL."""
+import pytest
+import torch
+
+from ntm_core.flow_matching import gaussian_sample, gaussian_trajectory_nll, ntm_from_flow_matching
+from ntm_core.predictor import Predictor
+from ntm_core.trajectory import TrajectorySchedule, sample_trajectory
+from ntm_core.transporter import Transporter
+
+from .conftest import TEXT_DIM, perturb_, random_text
+
+
+@pytest.fixture
+def fm():
+    torch.manual_seed(0)
+    p = Predictor(sample_size=8, patch_size=2, width=32, depth=2, heads=4, text_dim=TEXT_DIM, markov=True,
+                  s_conditioning=False).double()
+    return perturb_(p, 0.05)  # a "trained" velocity model: random, non-zero weights
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_samples_equal_the_gaussian_sampler(fm, steps):
+    text = random_text(2)
+    ntm = ntm_from_flow_matching(fm, Transporter(sample_size=8, patch_size=2, width=32, heads=4, text_dim=TEXT_DIM),
+                                 TrajectorySchedule(t_min=0.05)).double()
+    grid = ntm.schedule.grid(steps, dtype=torch.float64)
+    ours = ntm.sample(text=text, num_steps=steps, generator=torch.Generator().manual_seed(3)).images
+    ref = gaussian_sample(fm, (2, 3, 8, 8), grid, text, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(ours, ref, atol=1e-10)
+    assert (ours - ref).abs().max() < 1e-10 and ours.abs().max() > 0.1
+
+
+def test_nll_equals_the_gaussian_model(fm):
+    text = random_text(2)
+    ntm = ntm_from_flow_matching(fm, Transporter(sample_size=8, patch_size=2, width=32, heads=4, text_dim=TEXT_DIM),
+                                 TrajectorySchedule(t_min=0.05)).double()
+    grid = ntm.schedule.grid(4, dtype=torch.float64)
+    states = sample_trajectory(torch.randn(2, 3, 8, 8, dtype=torch.float64), grid, torch.Generator().manual_seed(0))
+    ours = ntm.trajectory_nll(states, grid, text).total
+    ref = gaussian_trajectory_nll(fm, states, grid, text)
+    assert torch.allclose(ours, ref, atol=1e-8, rtol=1e-12)
+
+
+def test_conversion_keeps_the_velocity_weights_and_zeroes_the_rest(fm):
+    ntm = ntm_from_flow_matching(fm, Transporter(sample_size=8, patch_size=2, text_dim=TEXT_DIM),
+                                 TrajectorySchedule()).double()
+    pred = ntm.predictor
+    assert pred.config.markov and pred.config.s_conditioning
+    fm_sd = fm.state_dict()
+    half = pred.final.proj.out_features // 2
+    for k, v in pred.state_dict().items():
+        if k.startswith("s_embed.mlp.2"):
+            assert not v.any(), "s-embedding output starts at zero"
+        elif k.startswith("final.proj"):
+            assert torch.equal(v[:half], fm_sd[k][:half]) and not v[half:].any(), "velocity head kept, δ head zero"
+        elif not k.startswith("s_embed"):
+            assert torch.equal(v, fm_sd[k])

@@ -1,0 +1,91 @@
+"""NTMPipeline: the call, its denoise modes and output types, log_likelihood, offline loading, clear errors."""
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ntm_core.pipeline import load_pipeline
+
+from .train_helpers import ENV, run_tiny
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipe")
+    ntm = run_tiny(out / "ntm", "train.steps=3")
+    folder = run_tiny(out / "den", "objective=denoiser", f"init_from={ntm}", "train.steps=2")
+    return load_pipeline(folder)
+
+
+def test_call_modes_and_output_types(pipe):
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    pil = pipe("a red circle", num_inference_steps=4, guidance_scale=3.0, generator=g()).images
+    assert len(pil) == 1 and pil[0].size == (16, 16) and pil[0].mode == "RGB"
+    a = pipe("a red circle", num_inference_steps=4, guidance_scale=3.0, generator=g(), output_type="pt").images
+    b = pipe("a red circle", num_inference_steps=4, guidance_scale=3.0, generator=g(), output_type="pt").images
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1, "seeded and in [0, 1]"
+    outs = {d: pipe("a red circle", num_inference_steps=4, generator=g(), denoise=d, output_type="np").images
+            for d in ("learned", "score", "none")}
+    assert all(o.shape == (1, 16, 16, 3) for o in outs.values())
+    assert not np.allclose(outs["score"], outs["none"]), "score denoising changes the image"
+    many = pipe(["a red circle", "a blue square"], num_images_per_prompt=2, num_inference_steps=2,
+                denoise="none", output_type="pt").images
+    assert many.shape == (4, 3, 16, 16)
+
+
+def test_return_trajectory(pipe):
+    out = pipe("a green triangle", num_inference_steps=3, return_trajectory=True, denoise="none",
+               generator=torch.Generator().manual_seed(0))
+    tr = out.trajectory
+    assert tr.u.shape == (1, 4, 3, 16, 16) and tr.mu.shape == tr.sigma.shape == tr.z.shape == (1, 3, 3, 16, 16)
+    assert out.seconds > 0
+
+
+def test_log_likelihood(pipe):
+    imgs = pipe(["a red circle", "a blue square"], num_inference_steps=2, denoise="none", output_type="pil").images
+    res = pipe.log_likelihood(imgs, ["a red circle", "a blue square"], num_inference_steps=4, num_trajectories=3,
+                              generator=torch.Generator().manual_seed(0))
+    assert len(res) == 3 and res[0].total.shape == (2,) and res[0].step.shape == (2, 4)
+    assert not torch.allclose(res[0].total, res[1].total), "each draw is a different forward trajectory"
+    same = pipe.log_likelihood(torch.zeros(1, 3, 16, 16), "a red circle", generator=torch.Generator().manual_seed(1))
+    again = pipe.log_likelihood(torch.zeros(1, 3, 16, 16), "a red circle", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(same[0].total, again[0].total)
+
+
+def test_clear_errors(pipe):
+    with pytest.raises(ValueError, match="empty prompt"):
+        pipe("   ")
+    with pytest.raises(ValueError, match="denoise"):
+        pipe("a red circle", denoise="magic")
+    with pytest.raises(ValueError, match="shape"):
+        pipe.log_likelihood(torch.zeros(1, 3, 20, 20), "a red circle")
+    with pytest.raises(ValueError, match="cannot read image"):
+        pipe.log_likelihood([io.BytesIO(b"definitely not an image")], "a red circle")
+    with pytest.raises(ValueError, match="2 images but 1 prompts"):
+        pipe.log_likelihood(torch.zeros(2, 3, 16, 16), ["a red circle"])
+
+
+def test_any_image_is_converted(pipe):
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 200, 4), dtype=np.uint8), "RGBA")
+    grey = Image.fromarray(np.zeros((10, 40), np.uint8), "L")
+    res = pipe.log_likelihood([big, grey], "a red circle")
+    assert res[0].total.shape == (2,) and torch.isfinite(res[0].total).all()
+
+
+def test_loads_offline_in_a_fresh_process(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    code = ("import sys, torch; from ntm_core.pipeline import load_pipeline; p = load_pipeline(sys.argv[1]);"
+            "print(p('a red circle', num_inference_steps=2, output_type='pt', "
+            "generator=torch.Generator().manual_seed(0)).images.sum().item())")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=dict(ENV, HF_HOME=str(tmp_path / "hf")),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    local = pipe("a red circle", num_inference_steps=2, output_type="pt",
+                 generator=torch.Generator().manual_seed(0)).images.sum().item()
+    assert float(out.stdout.strip().splitlines()[-1]) == pytest.approx(local, rel=1e-6)
+    assert not [f for _, _, fs in os.walk(tmp_path) for f in fs if f.endswith((".bin", ".pt", ".pkl"))]
