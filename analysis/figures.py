@@ -1,0 +1,154 @@
+"""Plotly figures and pandas tables shared by the app, the analysis scripts and the docs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from ntm_core.model import NTMSample, TrajectoryNLL
+
+LN2 = math.log(2.0)
+
+
+def nll_parts_table(nll: TrajectoryNLL, index: int = 0) -> pd.DataFrame:
+    """Per reverse step of one trajectory: the parts of −log p(x_s | history) in bits per dimension."""
+    K = nll.step.shape[1]
+    grid = nll.grid.tolist()
+    to_bits = 1.0 / (nll.dim * LN2)
+    rows = []
+    for i in range(K):
+        rows.append({
+            "step": i + 1, "t": round(grid[K - i], 4), "s": round(grid[K - i - 1], 4),
+            "base ½‖z‖²": nll.base[index, i].item() * to_bits,
+            "Σ log σ": nll.log_sigma[index, i].item() * to_bits,
+            "−log|det J_T|": -nll.logdet[index, i].item() * to_bits,
+            "const": nll.const * to_bits,
+            "step total": nll.step[index, i].item() * to_bits,
+        })
+    rows.append({"step": "prior", "t": 1.0, "s": None, "step total": nll.prior[index].item() * to_bits})
+    return pd.DataFrame(rows)
+
+
+def nll_parts_figure(nll: TrajectoryNLL, index: int = 0, title: str = "") -> go.Figure:
+    df = nll_parts_table(nll, index)
+    steps = df[df["step"] != "prior"]
+    labels = [f"step {r.step}: t={r.t:g}→{r.s:g}" for r in steps.itertuples()]
+    fig = go.Figure()
+    for col in ("base ½‖z‖²", "Σ log σ", "−log|det J_T|", "const"):
+        fig.add_bar(name=col, x=labels, y=steps[col])
+    fig.add_scatter(name="step total", x=labels, y=steps["step total"], mode="lines+markers",
+                    line=dict(color="black"))
+    fig.update_layout(barmode="relative", title=title or "Exact −log p per reverse step (bits/dim)",
+                      yaxis_title="bits per dimension", legend_orientation="h", height=380,
+                      margin=dict(l=40, r=20, t=50, b=40))
+    return fig
+
+
+def distribution_figure(values: pd.DataFrame, x: str, y: str, title: str) -> go.Figure:
+    """Box + points of `y` per `x` (e.g. trajectory bits/dim per image over several forward trajectories)."""
+    fig = go.Figure()
+    for key, grp in values.groupby(x, sort=False):
+        fig.add_box(y=grp[y], name=str(key), boxpoints="all", jitter=0.4, pointpos=0)
+    fig.update_layout(title=title, yaxis_title=y, showlegend=False, height=360, margin=dict(l=40, r=20, t=50, b=40))
+    return fig
+
+
+def ranking_figure(df: pd.DataFrame, label: str, value: str, title: str) -> go.Figure:
+    """Points with ±1 std bars (not bars from 0, which would hide differences of a few hundredths)."""
+    df = df.sort_values(value)
+    std = df[value + " std"] if value + " std" in df else None
+    fig = go.Figure(go.Scatter(x=df[value], y=df[label], mode="markers", marker=dict(size=10),
+                               error_x=dict(type="data", array=std, visible=std is not None)))
+    fig.update_layout(title=title, xaxis_title=value, height=max(260, 40 * len(df) + 120),
+                      yaxis=dict(autorange="reversed"), margin=dict(l=40, r=20, t=50, b=40))
+    return fig
+
+
+def loss_curve_figure(metrics: pd.DataFrame, title: str = "") -> go.Figure:
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    if len(metrics):
+        fig.add_scatter(x=metrics["step"], y=metrics["loss"], name="loss", mode="lines")
+        if "bits_per_dim" in metrics:
+            fig.add_scatter(x=metrics["step"], y=metrics["bits_per_dim"], name="bits/dim", mode="lines",
+                            secondary_y=True)
+    fig.update_layout(title=title or "Training", xaxis_title="step", height=340, legend_orientation="h",
+                      margin=dict(l=40, r=20, t=50, b=40))
+    return fig
+
+
+# ---- latents ----
+def to_rgb(t: torch.Tensor, scale: float) -> np.ndarray:
+    """[C, H, W] with values in [−scale, scale] → uint8 RGB (1 channel → grey; > 3 channels → the first 3)."""
+    x = t.detach().float().cpu()
+    x = x[:3] if x.shape[0] >= 3 else x[:1].repeat(3, 1, 1)
+    x = ((x / max(scale, 1e-8)).clamp(-1, 1) + 1) * 127.5
+    return x.permute(1, 2, 0).round().to(torch.uint8).numpy()
+
+
+def latent_panels(sample: NTMSample, index: int = 0) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """Image panels per quantity with one colour scale per quantity across all steps (so steps compare)."""
+    K = sample.mu.shape[1]
+    grid = sample.grid.tolist()
+    x, u = sample.x[index], sample.u[index]
+    out = {}
+    for name, stack, caps in [
+        ("x (state)", x.flip(0), [f"x at t={grid[K - i]:.3g}" for i in range(K + 1)]),
+        ("u = f_T(x)", u.flip(0), [f"u at t={grid[K - i]:.3g}" for i in range(K + 1)]),
+        ("μ (predictor mean)", sample.mu[index], [f"μ for t={grid[K - i - 1]:.3g}" for i in range(K)]),
+        ("σ (predictor scale)", sample.sigma[index], [f"σ for t={grid[K - i - 1]:.3g}" for i in range(K)]),
+        ("z (noise drawn)", sample.z[index], [f"z, step {i + 1}" for i in range(K)]),
+    ]:
+        if name.startswith("σ"):  # positive: show log σ centred on its mean
+            vals = stack.log()
+            vals = vals - vals.mean()
+        else:
+            vals = stack
+        scale = 1.0 if name.startswith("x") else float(vals.abs().max())
+        out[name] = [(to_rgb(v, scale), c) for v, c in zip(vals, caps)]
+    return out
+
+
+def latent_stats_table(sample: NTMSample, index: int = 0) -> pd.DataFrame:
+    K = sample.mu.shape[1]
+    grid = sample.grid.tolist()
+    rows = []
+    for i in range(K):
+        k = K - i  # source grid index
+        rows.append({"step": i + 1, "t→s": f"{grid[k]:.3g}→{grid[k - 1]:.3g}",
+                     "x std (source)": sample.x[index, k].std().item(), "u std (source)": sample.u[index, k].std().item(),
+                     "|u − x| mean": (sample.u[index, k] - sample.x[index, k]).abs().mean().item(),
+                     "μ std": sample.mu[index, i].std().item(), "σ mean": sample.sigma[index, i].mean().item(),
+                     "z std": sample.z[index, i].std().item()})
+    return pd.DataFrame(rows).round(4)
+
+
+def latent_histogram_figure(sample: NTMSample, index: int = 0) -> go.Figure:
+    K = sample.mu.shape[1]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("u − x per step (what the transporter moves)",
+                                                        "log σ per step"))
+    for i in range(K):
+        k = K - i
+        fig.add_histogram(x=(sample.u[index, k] - sample.x[index, k]).flatten().cpu().numpy(), name=f"step {i + 1}",
+                          opacity=0.6, nbinsx=60, row=1, col=1, legendgroup=str(i))
+        fig.add_histogram(x=sample.sigma[index, i].log().flatten().cpu().numpy(), name=f"step {i + 1}",
+                          opacity=0.6, nbinsx=60, row=1, col=2, legendgroup=str(i), showlegend=False)
+    fig.update_layout(barmode="overlay", height=340, margin=dict(l=40, r=20, t=50, b=40))
+    return fig
+
+
+def latent_heatmap_figure(sample: NTMSample, index: int = 0) -> go.Figure:
+    """|u − x| (channel mean) per step as heatmaps on one colour scale."""
+    K = sample.mu.shape[1]
+    diffs = [(sample.u[index, K - i] - sample.x[index, K - i]).abs().mean(0).cpu().numpy() for i in range(K + 1)]
+    vmax = max(float(d.max()) for d in diffs) or 1.0
+    fig = make_subplots(rows=1, cols=K + 1, subplot_titles=[f"t={sample.grid[K - i].item():.3g}" for i in range(K + 1)])
+    for i, d in enumerate(diffs):
+        fig.add_heatmap(z=d[::-1], zmin=0, zmax=vmax, colorscale="Viridis", showscale=i == K, row=1, col=i + 1)
+    fig.update_layout(title="|f_T(x) − x| per state (channel mean)", height=260, margin=dict(l=20, r=20, t=60, b=20))
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return fig

@@ -1,0 +1,76 @@
+"""Compare: one prompt and seed through NTM + score denoising vs. the self-distilled denoiser (and optionally the
+flow-matching baseline and the Gaussian-only ablation), with wall time, speed-up and pixel distance."""
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+import pandas as pd
+import torch
+
+from ntm_core.pipeline import NTMPipeline
+
+from .widgets import EXAMPLE_PROMPTS, gpu, model_picker, pick_seed, show, user_errors
+
+
+def _run(pipe, prompt, steps, guidance, seed, **kw):
+    g = torch.Generator().manual_seed(seed)
+    return pipe(prompt, num_inference_steps=int(steps), guidance_scale=float(guidance), generator=g,
+                output_type="pt", **kw)
+
+
+def compare(registry, prompt, model, steps, guidance, seed, randomize, baselines):
+    pipe = registry.get_ntm(model)
+    if pipe.denoiser is None:
+        raise ValueError(f"{model} has no learned denoiser to compare with; pick a model that has one")
+    seed = pick_seed(seed, randomize)
+    _run(pipe, prompt, 1, guidance, seed, denoise="learned")  # warm-up: timings below are steady-state
+    score = _run(pipe, prompt, steps, guidance, seed, denoise="score")
+    learned = _run(pipe, prompt, steps, guidance, seed, denoise="learned")
+    rows = [("NTM + score denoising", score), ("NTM + learned denoiser", learned)]
+    for label in baselines or []:
+        other = registry.get(label)
+        kw = {"denoise": "score"} if isinstance(other, NTMPipeline) and other.transporter.config.num_blocks == 0 else {}
+        rows.append((label, _run(other, prompt, steps, guidance, seed, **kw)))
+    mse = (score.images - learned.images).pow(2).mean().item()
+    psnr = 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+    table = pd.DataFrame([{"method": name, "seconds": round(o.seconds, 4), "img/s": round(1 / o.seconds, 2)}
+                          for name, o in rows])
+    speedup = score.seconds / learned.seconds
+    gallery = [(show(o.images[0].permute(1, 2, 0).mul(255).round().byte().numpy()), f"{name} · {o.seconds:.2f} s")
+               for name, o in rows]
+    note = (f"**Learned denoiser: {speedup:.1f}× faster than score denoising** "
+            f"({learned.seconds:.3f} s vs {score.seconds:.3f} s). Pixel distance between the two outputs: "
+            f"MSE {mse:.5f}, PSNR {psnr:.1f} dB (images in [0, 1]). Seed {seed}, {int(steps)} steps.")
+    return gallery, table, note, seed
+
+
+def build(registry):
+    with gr.Tab("Compare", id="compare"):
+        gr.Markdown("The same prompt and seed through several final steps / models, side by side.")
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[1], lines=2)
+                model = model_picker(registry, "NTM model (with a learned denoiser)", kind="ntm")
+                baselines = gr.CheckboxGroup(choices=[c for c in registry.choices() if c != registry.default("ntm")],
+                                             label="Also run (same steps and seed)")
+                with gr.Row():
+                    steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
+                    guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, label="Seed")
+                    randomize = gr.Checkbox(value=False, label="Randomize seed")
+                button = gr.Button("Compare", variant="primary")
+            with gr.Column(scale=3):
+                gallery = gr.Gallery(label="Side by side", columns=4, height=360, object_fit="contain")
+                note = gr.Markdown()
+                table = gr.Dataframe(label="Wall time per method (this machine)", interactive=False)
+
+        @gpu
+        @user_errors
+        def run(prompt, model, steps, guidance, seed, randomize, baselines):
+            return compare(registry, prompt, model, steps, guidance, seed, randomize, baselines)
+
+        button.click(run, [prompt, model, steps, guidance, seed, randomize, baselines], [gallery, table, note, seed],
+                     api_name="compare")
+    return model, baselines

@@ -1,0 +1,151 @@
+"""Training jobs launched from the app: each a separate process running `python -m ntm_core.train`
+(`accelerate launch --multi_gpu` when several GPUs are present), logging into runs/<job>/."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+
+import pandas as pd
+import torch
+import yaml
+
+from .registry import ROOT, runs_dir
+
+SIZES = {  # per model size: transporter / predictor / denoiser widths and depths
+    "tiny (fast check)": {"transporter": {"num_blocks": 2, "layers_per_block": 1, "width": 32, "heads": 4},
+                          "predictor": {"width": 64, "depth": 2, "heads": 4},
+                          "denoiser": {"width": 32, "depth": 1, "heads": 4}},
+    "small (≈2.8M, CPU)": {"transporter": {"num_blocks": 2, "layers_per_block": 2, "width": 96, "heads": 4},
+                           "predictor": {"width": 160, "depth": 4, "heads": 5},
+                           "denoiser": {"width": 128, "depth": 2, "heads": 4}},
+}
+
+
+def hardware() -> str:
+    n = torch.cuda.device_count()
+    return f"{n}× {torch.cuda.get_device_name(0)} (bf16)" if n else "CPU (no GPU found)"
+
+
+class JobManager:
+    def __init__(self):
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def _dir(self, job: str) -> str:
+        return os.path.join(runs_dir(), job)
+
+    def prepare_data(self, job: str, upload: str | None) -> str:
+        """Unpack an uploaded zip of images + captions into the job folder; returns the folder."""
+        target = os.path.join(self._dir(job), "data")
+        try:
+            with zipfile.ZipFile(upload) as z:
+                for member in z.namelist():
+                    if os.path.isabs(member) or ".." in member.split("/"):
+                        raise ValueError(f"unsafe path in zip: {member}")
+                z.extractall(target)
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"the upload is not a zip file: {e}") from e
+        return target
+
+    def launch(self, *, name: str, dataset: str, size: str, steps: int, objective: str, batch_size: int = 32,
+               init_from: str | None = None, upload: str | None = None, image_size: int = 32,
+               data_root: str | None = None) -> str:
+        if size not in SIZES:
+            raise ValueError(f"unknown model size {size!r}")
+        if objective in ("fm_to_ntm", "denoiser") and not init_from:
+            raise ValueError(f"{objective} starts from a trained model: pick one")
+        job = f"{time.strftime('%Y%m%d-%H%M%S')}-{''.join(c if c.isalnum() else '-' for c in name)[:40] or 'job'}"
+        out = self._dir(job)
+        os.makedirs(out, exist_ok=True)
+        data = {"kind": dataset, "image_size": image_size, "channels": 3}
+        if dataset == "imagefolder":
+            if not upload:
+                raise ValueError("upload a zip of images with captions (metadata.jsonl or .txt files)")
+            data["root"] = self.prepare_data(job, upload)
+        elif dataset in ("mnist", "fashion-mnist"):
+            data.update(root=data_root, channels=1, image_size=32)
+            if not data_root or not os.path.isdir(data_root):
+                raise ValueError(f"{dataset} needs its IDX files: set the data folder")
+        s = SIZES[size]
+        cfg = {"name": job, "objective": objective, "output_dir": out, "init_from": init_from, "data": data,
+               "text": {"encoder": "minilm", "max_length": 32, "drop_prob": 0.1},
+               "model": {"transporter": dict(s["transporter"], patch_size=4),
+                         "predictor": dict(s["predictor"], patch_size=4, markov=False),
+                         "schedule": {"t_min": 0.05, "train_num_steps": [1, 2, 4]},
+                         "denoiser": s["denoiser"]},
+               "train": {"steps": int(steps), "batch_size": int(batch_size), "lr": 5e-4, "warmup_steps": 20,
+                         "checkpoint_every": max(10, int(steps) // 10)}}
+        path = os.path.join(out, "job.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(cfg, f, sort_keys=False)
+        n_gpu = torch.cuda.device_count()
+        if n_gpu > 1:
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n_gpu),
+                   "-m", "ntm_core.train", "--config", path]
+        else:
+            cmd = [sys.executable, "-m", "ntm_core.train", "--config", path]
+        log = open(os.path.join(out, "train.log"), "w")
+        env = dict(os.environ, PYTHONPATH=ROOT, HF_HUB_OFFLINE="1")
+        with self._lock:
+            self._procs[job] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                                start_new_session=True)
+        with open(os.path.join(out, "command.json"), "w") as f:
+            json.dump({"command": cmd, "hardware": hardware()}, f)
+        return job
+
+    def cancel(self, job: str) -> str:
+        with self._lock:
+            proc = self._procs.get(job)
+        if proc is None or proc.poll() is not None:
+            return f"{job} is not running"
+        os.killpg(proc.pid, signal.SIGTERM)  # the trainer checkpoints and stops after its current step
+        return f"stopping {job} (it saves a checkpoint first)"
+
+    def state(self, job: str) -> dict:
+        status = {}
+        path = os.path.join(self._dir(job), "status.json")
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    status = json.load(f)
+            except json.JSONDecodeError:
+                status = {}
+        proc = self._procs.get(job)
+        if proc is not None and proc.poll() is not None and status.get("state") in (None, "running"):
+            status["state"] = "failed" if proc.returncode else "finished"
+        if proc is not None and proc.poll() is None and not status:
+            status["state"] = "starting"
+        return status
+
+    def jobs(self) -> pd.DataFrame:
+        rows = []
+        runs = runs_dir()
+        for job in sorted(os.listdir(runs), reverse=True) if os.path.isdir(runs) else []:
+            if not os.path.exists(os.path.join(runs, job, "job.yaml")):
+                continue
+            st = self.state(job)
+            rows.append({"job": job, "objective": st.get("objective", ""), "state": st.get("state", "unknown"),
+                         "step": f"{st.get('step', 0)}/{st.get('total_steps', '?')}", "device": st.get("device", "")})
+        return pd.DataFrame(rows, columns=["job", "objective", "state", "step", "device"])
+
+    def metrics(self, job: str) -> pd.DataFrame:
+        path = os.path.join(self._dir(job), "metrics.jsonl")
+        if not os.path.exists(path):
+            return pd.DataFrame(columns=["step", "loss"])
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip().endswith("}")]
+        return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["step", "loss"])
+
+    def log_tail(self, job: str, lines: int = 25) -> str:
+        path = os.path.join(self._dir(job), "train.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path, errors="replace") as f:
+            text = f.read()[-20000:].replace("\r", "\n")
+        return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])

@@ -1,0 +1,55 @@
+"""The app in a real browser: headless Chromium (Debian's package) driven by Playwright — type a prompt, click
+Generate, wait for the gallery; open the Likelihood tab, upload an image, rank prompts. Screenshots are kept
+in $NTM_SCREENSHOTS (default: the test's temp folder)."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .browser_helpers import CHROMIUM, CHROMIUM_ARGS, AppServer, make_models
+
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (.ci/run installs it)"),
+    pytest.mark.slow,
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    srv = AppServer(make_models(str(root)), str(root))
+    yield srv
+    srv.stop()
+
+
+def test_generate_and_upload_in_chromium(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    shots = os.environ.get("NTM_SCREENSHOTS", str(tmp_path))
+    os.makedirs(shots, exist_ok=True)
+    png = tmp_path / "upload.png"
+    arr = np.zeros((64, 48, 3), np.uint8)
+    arr[10:30, 10:30] = (255, 0, 0)
+    Image.fromarray(arr).save(png)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(server.url, wait_until="networkidle")
+        page.locator("#gen-prompt textarea").fill("a red circle to the left of a blue square")
+        page.locator("#gen-button").click()
+        page.locator("#gen-gallery img").first.wait_for(timeout=90_000)
+        assert page.locator("#gen-gallery img").count() >= 1
+        assert page.get_by_text("image(s) in").first.is_visible()
+        page.screenshot(path=os.path.join(shots, "generate.png"), full_page=True)
+
+        page.get_by_role("tab", name="Likelihood").click()
+        page.get_by_role("tab", name="An uploaded image").click()
+        page.locator("#lik-upload input[type=file]").set_input_files(str(png))
+        page.locator("#lik-button").click()
+        page.locator("#lik-seen img").first.wait_for(timeout=90_000)
+        page.get_by_text("Ranking (zero-shot classification)").first.wait_for(timeout=30_000)
+        page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)  # plotly is bundled: no CDN
+        assert page.locator(".js-plotly-plot").count() >= 2, "the ranking and per-step charts render"
+        page.wait_for_timeout(500)
+        page.screenshot(path=os.path.join(shots, "likelihood.png"), full_page=True)
+        browser.close()
