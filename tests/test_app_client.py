@@ -77,3 +77,18 @@ def test_empty_prompt_is_a_clear_error(client):
 def test_train_endpoint_is_off_by_default(client):
     names = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert "/generate" in names and "/likelihood" in names and "/train" not in names
+
+
+def test_compare_reports_speed_and_pixel_distance(client):
+    gallery, table, note, seed = client.predict("a red circle", "testmodel", 4, 3.0, 3, False, [],
+                                                api_name="/compare")
+    methods = [row[0] for row in table["data"]]
+    assert methods == ["NTM + score denoising", "NTM + learned denoiser"] and len(gallery) == 2
+    assert "faster than score denoising" in note and "PSNR" in note and seed == 3
+
+
+def test_latents_show_every_step(client):
+    *galleries, heat, hist, stats, seed = client.predict("a red circle", "testmodel", 3, 3.0, 1, False,
+                                                         api_name="/latents")
+    assert [len(g) for g in galleries] == [4, 4, 3, 3, 3], "x and u: K+1 states; μ, σ, z: K steps"
+    assert len(stats["data"]) == 3 and seed == 1
