@@ -13,8 +13,8 @@ import os
 import tempfile
 
 import pandas as pd
-import torch
 
+from analysis.report import environment, report
 from ntm_core.train import load_config, train
 
 ORDER = ("ntm", "gauss", "fm", "fm_to_ntm", "denoiser")
@@ -49,16 +49,8 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[])
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    df = benchmark(args.config, args.steps, args.set)
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-           "device": "cuda" if torch.cuda.is_available() else "cpu", "config": args.config}
-    print(f"# training throughput ({env})")
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump({"env": env, "rows": df.to_dict(orient="records")}, f, indent=2)
-        df.to_csv(os.path.splitext(args.out)[0] + ".csv", index=False)
+    report(benchmark(args.config, args.steps, args.set), "training throughput", environment(config=args.config),
+           args.out, digits=3)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,13 @@ speed-up measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 
 import pandas as pd
 import torch
 
+from analysis.report import environment, report
 from ntm_core.transporter import Transporter
 
 
@@ -63,17 +61,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", default=None, help="write JSON (and a .csv beside it)")
+    ap.add_argument("--out", default=None, help="write JSON (and .csv, .md beside it)")
     args = ap.parse_args()
-    df = benchmark(tuple(args.batch_sizes), args.repeats)
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
-    print(f"# transporter benchmark ({env})")
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump({"env": env, "rows": df.to_dict(orient="records")}, f, indent=2)
-        df.to_csv(os.path.splitext(args.out)[0] + ".csv", index=False)
+    report(benchmark(tuple(args.batch_sizes), args.repeats), "transporter benchmark", environment(), args.out)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,13 @@ closer to the data than the same model and budget with the transporter off (a 4-
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 
 import pandas as pd
 import torch
 
 from analysis.metrics import energy_distance
+from analysis.report import environment, report
 from ntm_core.data.toy2d import eight_gaussians
 from ntm_core.model import NTM
 from ntm_core.predictor import Predictor
@@ -73,14 +72,12 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
     rows = [train_and_evaluate(flag, args.train_steps, args.batch_size, lr=args.lr, seed=args.seed) for flag in (True, False)]
-    df = pd.DataFrame(rows).set_index("transporter")
-    print(df.to_string(float_format=lambda v: f"{v:.4f}"))
-    ratio = df.loc[False, "energy_distance"] / df.loc[True, "energy_distance"]
+    df = pd.DataFrame(rows)
+    ratio = df.set_index("transporter").loc[False, "energy_distance"] / df.set_index("transporter").loc[True,
+                                                                                                     "energy_distance"]
+    report(df, "2-D 8 Gaussians, 4 steps: NTM vs Gaussian-only", environment(), args.out,
+           extra={"energy_distance_ratio": ratio})
     print(f"energy distance, Gaussian-only / NTM: {ratio:.2f}x")
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump({"rows": rows, "energy_distance_ratio": ratio}, f, indent=2)
 
 
 if __name__ == "__main__":

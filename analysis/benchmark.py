@@ -1,0 +1,106 @@
+"""The paper's table at small scale, on the shapes models: GenEval-like score (overall and per category) on the
+held-out prompts with fixed seeds, exact NLL on held-out real images, and images/s at batch 16 on this machine.
+
+    python -m analysis.benchmark --model ntm=assets/ntm-shapes32 [--model fm=assets/fm-shapes32 …] \
+        --per-category 20 --out results/benchmark
+
+Model keys: ntm (rows: score / learned / no denoising at 4 steps, learned at 1, 2, 8), fm (Euler at 1, 2, 4, 8, 50),
+ntm_from_fm and gauss (4 steps, score denoising). Writes <out>.json, <out>.csv and <out>.md. Every number in
+those files is measured in the run that wrote them.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.report import environment, report
+from analysis.shapes_eval import score
+from ntm_core.data.shapes import ShapesDataset, eval_prompts
+from ntm_core.pipeline import NTMPipeline, load_pipeline
+
+ROWS = {
+    "ntm": [("NTM + score denoising", 4, "score"), ("NTM + learned denoiser", 4, "learned"),
+            ("NTM, no denoising", 4, "none"), ("NTM + learned denoiser", 1, "learned"),
+            ("NTM + learned denoiser", 2, "learned"), ("NTM + learned denoiser", 8, "learned")],
+    "ntm_from_fm": [("NTM from FM + score denoising", 4, "score")],
+    "fm": [("FM, Euler", k, None) for k in (1, 2, 4, 8, 50)],
+    "gauss": [("Gaussian-only + score denoising", 4, "score")],
+}
+
+
+def generate(pipe, prompts: list[str], steps: int, denoise, guidance: float, seed: int, batch: int = 16):
+    """Images [N, 3, H, W] in [−1, 1] for the prompts, in batches; returns (images, seconds per batch)."""
+    out, times = [], []
+    for i in range(0, len(prompts), batch):
+        g = torch.Generator().manual_seed(seed + i)
+        kw = dict(num_inference_steps=steps, guidance_scale=guidance, generator=g, output_type="pt")
+        if isinstance(pipe, NTMPipeline):
+            kw["denoise"] = denoise
+        start = time.perf_counter()
+        res = pipe(prompts[i : i + batch], **kw)
+        times.append((time.perf_counter() - start, len(prompts[i : i + batch])))
+        out.append(res.images * 2 - 1)
+    return torch.cat(out), times
+
+
+def images_per_second(pipe, steps, denoise, guidance, repeats: int = 3, batch: int = 16) -> float:
+    prompts = [p["caption"] for p in eval_prompts(4)][:batch]
+    generate(pipe, prompts, steps, denoise, guidance, 0, batch)  # warm-up
+    secs = [generate(pipe, prompts, steps, denoise, guidance, r, batch)[1][0][0] for r in range(repeats)]
+    return batch / float(np.median(secs))
+
+
+def heldout_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0) -> dict:
+    ds = ShapesDataset("test", seed=1234)
+    items = [ds[i] for i in range(n)]
+    x = torch.stack([it["image"] for it in items])
+    res = pipe.log_likelihood(x, [it["caption"] for it in items], steps, 1, torch.Generator().manual_seed(seed))[0]
+    return {"nll_bpd_trajectory": res.bits_per_dim.mean().item(), "nll_bpd_bound": res.bound_bits_per_dim.mean().item()}
+
+
+def run(models: dict[str, str], per_category: int, guidance: float, seed: int, speed_repeats: int) -> pd.DataFrame:
+    prompts = eval_prompts(per_category, seed)
+    captions, specs = [p["caption"] for p in prompts], [p["spec"] for p in prompts]
+    rows = []
+    for key, folder in models.items():
+        pipe = load_pipeline(folder)
+        nll = heldout_nll(pipe) if isinstance(pipe, NTMPipeline) else {}
+        for label, steps, denoise in ROWS[key]:
+            if denoise == "learned" and getattr(pipe, "denoiser", None) is None:
+                continue
+            images, _ = generate(pipe, captions, steps, denoise, guidance, seed)
+            table = score(list(images), specs)
+            row = {"method": label, "model": key, "steps": steps, **{f"score {c}": table.loc[c, "score"]
+                                                                     for c in table.index}}
+            row.update(nll)
+            row["img/s (batch 16)"] = images_per_second(pipe, steps, denoise, guidance, speed_repeats)
+            rows.append(row)
+            print(f"{label:34s} K={steps:<3d} overall {row['score overall']:.3f}  {row['img/s (batch 16)']:.2f} img/s",
+                  flush=True)
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", default=[], metavar="KEY=FOLDER", help=f"keys: {list(ROWS)}")
+    ap.add_argument("--per-category", type=int, default=20)
+    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--speed-repeats", type=int, default=3)
+    ap.add_argument("--out", default="results/benchmark")
+    args = ap.parse_args()
+    models = dict(m.split("=", 1) for m in args.model)
+    unknown = set(models) - set(ROWS)
+    if not models or unknown:
+        ap.error(f"give --model KEY=FOLDER with keys from {list(ROWS)} (unknown: {sorted(unknown)})")
+    df = run(models, args.per_category, args.guidance, args.seed, args.speed_repeats)
+    report(df, "shapes benchmark", environment(per_category=args.per_category, guidance=args.guidance, seed=args.seed),
+           args.out, digits=3)
+
+
+if __name__ == "__main__":
+    main()
