@@ -53,7 +53,9 @@ def build(registry):
                 prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[1], lines=2)
                 model = model_picker(registry, "NTM model (with a learned denoiser)", kind="ntm")
                 baselines = gr.CheckboxGroup(choices=[c for c in registry.choices() if c != registry.default("ntm")],
-                                             label="Also run (same steps and seed)")
+                                             label="Also run (same steps and seed)",
+                                             info="e.g. the flow-matching baseline or the Gaussian-only ablation, "
+                                                  "when such models are bundled or trained")
                 with gr.Row():
                     steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
                     guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")

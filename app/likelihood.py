@@ -34,11 +34,15 @@ def _rows(results, labels) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed):
+def likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, progress=None):
     pipe = registry.get_ntm(model)
+    if progress is not None:
+        progress(0.1, desc="generating images")
     out = pipe(prompt, num_images_per_prompt=int(count), num_inference_steps=4, guidance_scale=3.0,
                generator=torch.Generator().manual_seed(int(seed)), output_type="pt")
     images = out.images * 2 - 1
+    if progress is not None:
+        progress(0.5, desc="exact likelihoods of forward trajectories")
     results = pipe.log_likelihood(images, prompt, int(steps), int(trajectories),
                                   torch.Generator().manual_seed(int(seed) + 1))
     labels = [f"image {i + 1}" for i in range(images.shape[0])]
@@ -53,7 +57,7 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
     return gallery, fig_parts, fig_dist, summary.reset_index().round(4), _csv(df, "likelihood-generated")
 
 
-def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, seed):
+def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, seed, progress=None):
     if upload is None:
         raise ValueError("upload an image first")
     pipe = registry.get_ntm(model)
@@ -66,8 +70,9 @@ def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, 
     x = pipe.preprocess([path])  # raises a clear ValueError for anything that is not a readable image
     seen = show(((x[0] + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy(), 192)
     # the same forward trajectories for every prompt (same seed): differences come from the prompts alone
+    loop = progress.tqdm(candidates, desc="scoring prompts") if progress is not None else candidates
     per_prompt = {p: pipe.log_likelihood(x, p, int(steps), int(trajectories), torch.Generator().manual_seed(int(seed)))
-                  for p in candidates}
+                  for p in loop}
     df = pd.concat([_rows(res, [p]) for p, res in per_prompt.items()], ignore_index=True)
     rank = (df.groupby("item", sort=False)["bits/dim (trajectory)"].agg(["mean", "std"]).reset_index()
             .rename(columns={"item": "prompt", "mean": "bits/dim", "std": "bits/dim std"}).sort_values("bits/dim"))
@@ -104,8 +109,8 @@ def build(registry):
 
             @gpu
             @user_errors
-            def run_generated(prompt, model, steps, count, trajectories, seed):
-                return likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed)
+            def run_generated(prompt, model, steps, count, trajectories, seed, progress=gr.Progress()):
+                return likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, progress)
 
             go_g.click(run_generated, [prompt, model_g, steps_g, count, traj_g, seed_g],
                        [gallery, parts_g, dist_g, summary, csv_g], api_name="likelihood_generated")
@@ -134,8 +139,8 @@ def build(registry):
 
             @gpu
             @user_errors
-            def run_upload(upload, prompts, model, steps, trajectories, seed):
-                return likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, seed)
+            def run_upload(upload, prompts, model, steps, trajectories, seed, progress=gr.Progress()):
+                return likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, seed, progress)
 
             go_u.click(run_upload, [upload, prompts, model_u, steps_u, traj_u, seed_u],
                        [seen, rank_fig, parts_u, rank, parts_table, csv_u], api_name="likelihood")
