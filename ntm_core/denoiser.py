@@ -2,8 +2,9 @@
 the trajectory-score-denoised image. It replaces both the transporter's autoregressive inverse and the
 score's backward pass at sampling time; it is trained only on targets the NTM itself produces.
 
-g(u, c) = skip_scale · u + net(u, c), the network zero-initialised: it starts as the naive rescaling
-x_{t_0} / α_{t_0} (exact when f_T = identity and no noise is left) and learns the rest.
+g(u, c) = skip_scale · u + net(u, c), the network zero-initialised. With skip_scale = 1/α_{t_0} it starts as the
+naive rescaling x_{t_0} / α_{t_0} (right when f_T = identity); for a trained transporter, whose u is far from x,
+the trainer sets skip_scale = 0 and the network learns the whole map.
 """
 from __future__ import annotations
 

@@ -171,8 +171,10 @@ def build_objective(cfg: dict, text_dim: int):
             raise ValueError(f"denoiser needs an NTM pipeline in init_from, got {type(init).__name__}")
         pc = init.predictor.config
         t_min = init.scheduler.config.t_min
+        # the skip u/α_{t_0} is the right start only while f_T = identity; a trained transporter's u is far from x
+        skip = 1.0 / (1.0 - t_min) if init.transporter.is_identity else 0.0
         den = Denoiser(**dict(m["denoiser"], sample_size=pc.sample_size, in_channels=pc.in_channels,
-                              patch_size=pc.patch_size, text_dim=pc.text_dim, skip_scale=1.0 / (1.0 - t_min)))
+                              patch_size=pc.patch_size, text_dim=pc.text_dim, skip_scale=skip))
         return DenoiserObjective(init.ntm, den), lambda mod, path: ntm_pipeline(mod.ntm, mod.denoiser).save_pretrained(path)
     raise AssertionError(obj)
 
@@ -208,6 +210,28 @@ def _write_json_atomic(path: str, obj) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
     os.replace(tmp, path)
+
+
+def _take_run_lock(out: str) -> str:
+    """One live trainer per output folder: a second one would interleave metrics and checkpoints."""
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, ".lock")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    pid = int(f.read().strip() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, PermissionError):
+                os.remove(path)  # stale: its process is gone
+                continue
+            raise ValueError(f"{out} is in use by training process {pid}; wait for it, or stop it first")
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return path
+    raise ValueError(f"could not lock {out}")
 
 
 def _truncate_metrics(path: str, step: int) -> None:
@@ -264,26 +288,32 @@ class Trainer:
         self.metrics_path = os.path.join(self.out, "metrics.jsonl")
         self.status_path = os.path.join(self.out, "status.json")
         self.step, self.samples = 0, 0
-        if resume:
-            found = list_checkpoints(self.ckpt_dir)
-            if found:
-                state = load_checkpoint(found[-1][1], self.module, self.optimizer.optimizer, self.lr_scheduler,
-                                        self.ema)
-                self.step, self.samples = int(state["step"]), int(state.get("samples", 0))
-                acc.print(f"resumed from {found[-1][1]} at step {self.step}")
-            else:
-                acc.print(f"--resume: no checkpoint in {self.ckpt_dir}; starting from step 0")
-        if self.main:
-            os.makedirs(self.out, exist_ok=True)
-            if self.step == 0 and os.path.exists(self.metrics_path):
-                os.remove(self.metrics_path)
-            _truncate_metrics(self.metrics_path, self.step)
-            with open(os.path.join(self.out, "config.yaml"), "w") as f:
-                yaml.safe_dump(cfg, f, sort_keys=False)
+        self._lock_path = _take_run_lock(self.out) if self.main else None
+        try:
+            if resume:
+                found = list_checkpoints(self.ckpt_dir)
+                if found:
+                    state = load_checkpoint(found[-1][1], self.module, self.optimizer.optimizer, self.lr_scheduler,
+                                            self.ema)
+                    self.step, self.samples = int(state["step"]), int(state.get("samples", 0))
+                    acc.print(f"resumed from {found[-1][1]} at step {self.step}")
+                else:
+                    acc.print(f"--resume: no checkpoint in {self.ckpt_dir}; starting from step 0")
+            if self.main:
+                os.makedirs(self.out, exist_ok=True)
+                if self.step == 0 and os.path.exists(self.metrics_path):
+                    os.remove(self.metrics_path)
+                _truncate_metrics(self.metrics_path, self.step)
+                with open(os.path.join(self.out, "config.yaml"), "w") as f:
+                    yaml.safe_dump(cfg, f, sort_keys=False)
+            self.sampler = BatchSampler(build_dataset(cfg, self.seed), t["batch_size"], self.seed, self.rank,
+                                        self.world)
+        except BaseException:
+            self._release_lock()
+            raise
         acc.wait_for_everyone()
         self.device_desc = (f"{self.world}× {torch.cuda.get_device_name(acc.device)}" if acc.device.type == "cuda"
                             else f"{self.world}× CPU process(es)") + f", mixed precision {mp}"
-        self.sampler = BatchSampler(build_dataset(cfg, self.seed), t["batch_size"], self.seed, self.rank, self.world)
         self.step_choices = list(self.module.ntm.schedule.config.train_num_steps) if hasattr(self.module, "ntm") else [1]
 
     def status(self, state: str, **extra) -> None:
@@ -349,6 +379,12 @@ class Trainer:
         except BaseException as e:
             self.status("failed", error=f"{type(e).__name__}: {e}")
             raise
+        finally:
+            self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_path and os.path.exists(self._lock_path):
+            os.remove(self._lock_path)
 
     def _run(self) -> str:
         t, acc = self.t, self.accelerator

@@ -38,3 +38,19 @@ def test_missing_or_corrupt_pipeline_folder(tmp_path):
         f.write(b"not a safetensors file")
     with pytest.raises(ValueError, match="cannot load"):
         load_pipeline(folder)
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path):
+    import sys
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.makedirs(tmp_path)  if not tmp_path.exists() else None
+        (tmp_path / ".lock").write_text(str(sleeper.pid))
+        with pytest.raises(ValueError, match="in use by training process"):
+            Trainer(tiny_config(tmp_path, "train.steps=1"))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    run_tiny(tmp_path, "train.steps=1")  # a stale lock (dead process) is taken over
+    assert not (tmp_path / ".lock").exists(), "released at the end"
