@@ -11,6 +11,7 @@ those files is measured in the run that wrote them.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -62,6 +63,29 @@ def heldout_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0) -
     return {"nll_bpd_trajectory": res.bits_per_dim.mean().item(), "nll_bpd_bound": res.bound_bits_per_dim.mean().item()}
 
 
+def fidelity(images: torch.Tensor, reference: torch.Tensor) -> dict:
+    """Pixel distance of the learned denoiser's images to the score-denoised ones, in [0, 1] pixel units."""
+    a, b = (images.clamp(-1, 1) + 1) / 2, (reference.clamp(-1, 1) + 1) / 2
+    mse = (a - b).pow(2).flatten(1).mean(1)
+    return {"MSE vs score": mse.mean().item(), "PSNR vs score (dB)": (10 * torch.log10(1 / mse)).mean().item()}
+
+
+def figures(df: pd.DataFrame, stem: str) -> list[str]:
+    """Quality vs steps and speed vs quality, as standalone plotly HTML next to the tables."""
+    import plotly.express as px
+
+    paths = []
+    fig = px.line(df, x="steps", y="score overall", color="method", markers=True, log_x=True,
+                  title="GenEval-like score vs sampling steps (held-out prompts)")
+    paths.append(stem + "-quality-vs-steps.html")
+    fig.write_html(paths[-1], include_plotlyjs="cdn")
+    fig = px.scatter(df, x="img/s (batch 16)", y="score overall", color="method", symbol="steps", log_x=True,
+                     title="Speed vs quality (batch 16, CPU)")
+    paths.append(stem + "-speed-vs-quality.html")
+    fig.write_html(paths[-1], include_plotlyjs="cdn")
+    return paths
+
+
 def run(models: dict[str, str], per_category: int, guidance: float, seed: int, speed_repeats: int) -> pd.DataFrame:
     prompts = eval_prompts(per_category, seed)
     captions, specs = [p["caption"] for p in prompts], [p["spec"] for p in prompts]
@@ -69,6 +93,7 @@ def run(models: dict[str, str], per_category: int, guidance: float, seed: int, s
     for key, folder in models.items():
         pipe = load_pipeline(folder)
         nll = heldout_nll(pipe) if isinstance(pipe, NTMPipeline) else {}
+        score_images = {}  # steps → score-denoised images, the learned denoiser's reference (same seeds)
         for label, steps, denoise in ROWS[key]:
             if denoise == "learned" and getattr(pipe, "denoiser", None) is None:
                 continue
@@ -77,6 +102,10 @@ def run(models: dict[str, str], per_category: int, guidance: float, seed: int, s
             row = {"method": label, "model": key, "steps": steps, **{f"score {c}": table.loc[c, "score"]
                                                                      for c in table.index}}
             row.update(nll)
+            if denoise == "score":
+                score_images[steps] = images
+            elif denoise == "learned" and steps in score_images:
+                row.update(fidelity(images, score_images[steps]))
             row["img/s (batch 16)"] = images_per_second(pipe, steps, denoise, guidance, speed_repeats)
             rows.append(row)
             print(f"{label:34s} K={steps:<3d} overall {row['score overall']:.3f}  {row['img/s (batch 16)']:.2f} img/s",
@@ -98,8 +127,10 @@ def main() -> None:
     if not models or unknown:
         ap.error(f"give --model KEY=FOLDER with keys from {list(ROWS)} (unknown: {sorted(unknown)})")
     df = run(models, args.per_category, args.guidance, args.seed, args.speed_repeats)
-    report(df, "shapes benchmark", environment(per_category=args.per_category, guidance=args.guidance, seed=args.seed),
-           args.out, digits=3)
+    report(df, "shapes benchmark", environment(per_category=args.per_category, guidance=args.guidance, seed=args.seed,
+                                               models=models), args.out, digits=3)
+    for path in figures(df, os.path.splitext(args.out)[0]):
+        print("wrote", path)
 
 
 if __name__ == "__main__":

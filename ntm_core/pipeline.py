@@ -203,6 +203,7 @@ def load_pipeline(path: str, **kwargs):
     classes = {"NTMPipeline": NTMPipeline, "FlowMatchingPipeline": FlowMatchingPipeline}
     if name not in classes:
         raise ValueError(f"{path}: unknown pipeline class {name!r}")
+    kwargs.setdefault("dtype", torch.float32)  # bundles may store bf16/fp16 weights: compute in float32
     try:
         return classes[name].from_pretrained(path, **kwargs)
     except Exception as e:  # diffusers / safetensors raise many kinds for a damaged folder

@@ -40,7 +40,8 @@ class TextEncoder:
 
         self.path = path or default_encoder_path()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(self.path, local_files_only=True).eval().to(device)
+        # float32 whatever the folder stores (a half-precision copy must embed like the original)
+        self.model = AutoModel.from_pretrained(self.path, local_files_only=True, dtype=torch.float32).eval().to(device)
         self.model.requires_grad_(False)
         self.max_length = max_length
         self.cache_size = cache_size
@@ -99,6 +100,6 @@ class TextEncoder:
 
 
 @functools.lru_cache(maxsize=4)
-def get_text_encoder(path: str | None = None, max_length: int = 32) -> TextEncoder:
+def get_text_encoder(path: str | None = None, max_length: int = 32, device: str = "cpu") -> TextEncoder:
     """One shared encoder per (path, max_length) in a process: pipelines and the app load it once."""
-    return TextEncoder(path if path not in (None, "", "minilm") else None, max_length=max_length)
+    return TextEncoder(path if path not in (None, "", "minilm") else None, max_length=max_length, device=device)

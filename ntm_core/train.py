@@ -43,6 +43,7 @@ DEFAULTS: dict = {
         "steps": 1000, "batch_size": 64, "lr": 3e-4, "warmup_steps": 50, "weight_decay": 0.0, "grad_clip": 1.0,
         "ema_decay": 0.999, "grad_accum": 1, "mixed_precision": "auto", "checkpoint_every": 200,
         "keep_checkpoints": 2, "log_every": 1, "aux_lambda": 2.5, "max_seconds": None,
+        "num_workers": "auto",
     },
 }
 OBJECTIVES = ("ntm", "gauss", "fm", "fm_to_ntm", "denoiser")
@@ -117,6 +118,16 @@ class BatchSampler:
     def batch(self, m: int) -> dict:
         start = (m * self.world + self.rank) * self.b
         return collate([self.ds[self._index(i)] for i in range(start, start + self.b)])
+
+
+class _MicroBatches(torch.utils.data.Dataset):
+    """Micro-batch m of a BatchSampler as a dataset item, so that a DataLoader can prefetch them."""
+
+    def __init__(self, sampler: "BatchSampler"):
+        self.sampler = sampler
+
+    def __getitem__(self, m: int) -> dict:
+        return dict(self.sampler.batch(int(m)), micro=int(m))
 
 
 def _generator(*key: int) -> torch.Generator:
@@ -257,6 +268,7 @@ class Trainer:
         self.cfg, t = cfg, cfg["train"]
         self.t, self.out = t, cfg["output_dir"]
         mp = t["mixed_precision"]
+        mp = "no" if mp in (False, None) else mp  # YAML reads a bare `no` as false
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() else "no"
         self.accelerator = acc = Accelerator(
@@ -273,7 +285,7 @@ class Trainer:
             from .text import get_text_encoder
 
             tc = cfg.get("text") or {}
-            self.encoder = get_text_encoder(tc.get("encoder"), tc.get("max_length", 32))
+            self.encoder = get_text_encoder(tc.get("encoder"), tc.get("max_length", 32), str(acc.device))
         self.drop_prob = float((cfg.get("text") or {}).get("drop_prob", 0.0)) if text_dim else 0.0
         objective, self.save_pipeline = build_objective(cfg, text_dim)
         self.params = [p for p in objective.parameters() if p.requires_grad]
@@ -311,10 +323,24 @@ class Trainer:
         except BaseException:
             self._release_lock()
             raise
+        if self.ema is not None:  # shadow weights live where the weights do (after a resume too)
+            self.ema.to(acc.device)
         acc.wait_for_everyone()
         self.device_desc = (f"{self.world}× {torch.cuda.get_device_name(acc.device)}" if acc.device.type == "cuda"
                             else f"{self.world}× CPU process(es)") + f", mixed precision {mp}"
         self.step_choices = list(self.module.ntm.schedule.config.train_num_steps) if hasattr(self.module, "ntm") else [1]
+
+    def micro_batches(self, first: int, end: int):
+        """Micro-batches first…end-1 in order, rendered ahead by worker processes on GPU machines (procedural
+        data costs CPU time that would otherwise leave the accelerator idle)."""
+        workers = self.t["num_workers"]
+        if workers == "auto":
+            workers = min(8, (os.cpu_count() or 1) - 1) if self.accelerator.device.type == "cuda" else 0
+        if int(workers) <= 0:
+            return (dict(self.sampler.batch(m), micro=m) for m in range(first, end))
+        return torch.utils.data.DataLoader(_MicroBatches(self.sampler), batch_size=None, sampler=range(first, end),
+                                           num_workers=int(workers), prefetch_factor=4,
+                                           pin_memory=self.accelerator.device.type == "cuda")
 
     def status(self, state: str, **extra) -> None:
         if self.main:
@@ -347,7 +373,8 @@ class Trainer:
         grad_norm = None
         for a in range(t["grad_accum"]):
             micro = self.step * t["grad_accum"] + a
-            batch = self.sampler.batch(micro)
+            batch = next(self._batches)
+            assert batch["micro"] == micro, (batch["micro"], micro)  # prefetching must keep the order
             gen = _generator(self.seed, micro, self.rank)
             x0 = batch["image"].to(acc.device)
             text = None
@@ -394,6 +421,7 @@ class Trainer:
         bar = tqdm(total=t["steps"], initial=self.step, disable=not self.main, desc=self.cfg["name"],
                    dynamic_ncols=True)
         start = time.perf_counter()
+        self._batches = iter(self.micro_batches(self.step * t["grad_accum"], t["steps"] * t["grad_accum"]))
         self.objective.train()
         while self.step < t["steps"] and not stop.stop:
             tick = time.perf_counter()

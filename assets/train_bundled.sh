@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Reproduces the bundled models in assets/ on one GPU (the runs recorded in each model card used an H100 80GB,
+# fp32: bf16 autocast diverged to NaN within ~110 steps at this learning rate). On CPU the same commands work,
+# about 100× slower. Jobs of a phase share the GPU; each writes runs/<name>/ (metrics.jsonl, checkpoints, pipeline/).
+#   bash assets/train_bundled.sh phase1   # ntm-shapes32, gauss-shapes32, fm-shapes32 → ntm-shapes32-from-fm, ntm-mnist28
+#   bash assets/train_bundled.sh phase2   # the self-distilled denoiser of ntm-shapes32
+#   bash assets/train_bundled.sh export   # bf16 copies into assets/
+set -euo pipefail
+MNIST=${MNIST:-../shared/data/mnist}
+STEPS=${STEPS:-2000}          # equal optimizer steps for ntm / gauss / fm (batch 256)
+SECONDS_CAP=${SECONDS_CAP:-420}
+COMMON="train.batch_size=256 train.lr=6.0e-4 train.warmup_steps=200 train.mixed_precision=no train.log_every=10
+        train.checkpoint_every=500 train.num_workers=${WORKERS:-4} train.max_seconds=$SECONDS_CAP"
+SHAPES=ntm_core/configs/shapes32.yaml
+train() { python -m ntm_core.train "$@"; }
+
+case "${1:-}" in
+phase1)
+  train --config $SHAPES --set $COMMON train.steps=$STEPS > runs/ntm-shapes32.log 2>&1 &
+  train --config $SHAPES --set $COMMON train.steps=$STEPS objective=gauss name=gauss-shapes32 \
+        output_dir=runs/gauss-shapes32 > runs/gauss-shapes32.log 2>&1 &
+  train --config ntm_core/configs/mnist28.yaml --set $COMMON train.steps=${MNIST_STEPS:-5000} \
+        train.num_workers=0 data.root=$MNIST > runs/ntm-mnist28.log 2>&1 &
+  # the FM baseline, then NTM finetuned from it (NTM_METHOD §5) in the time the NTM jobs still need
+  ( train --config $SHAPES --set $COMMON train.steps=$STEPS objective=fm name=fm-shapes32 \
+          output_dir=runs/fm-shapes32 > runs/fm-shapes32.log 2>&1 &&
+    train --config $SHAPES --set $COMMON train.steps=${FT_STEPS:-600} train.warmup_steps=50 \
+          train.max_seconds=${FT_SECONDS:-150} train.lr=3.0e-4 objective=fm_to_ntm name=ntm-shapes32-from-fm \
+          init_from=runs/fm-shapes32/pipeline output_dir=runs/ntm-shapes32-from-fm \
+          > runs/ntm-shapes32-from-fm.log 2>&1 ) &
+  wait ;;
+phase2)
+  train --config $SHAPES --set $COMMON objective=denoiser name=ntm-shapes32-denoiser \
+        init_from=${NTM:-runs/ntm-shapes32/pipeline} output_dir=runs/ntm-shapes32-denoiser \
+        train.steps=${DEN_STEPS:-1500} train.lr=1.0e-3 train.warmup_steps=50 > runs/ntm-shapes32-denoiser.log 2>&1 ;;
+export)
+  python -m ntm_core.export runs/ntm-shapes32-denoiser/pipeline assets/ntm-shapes32
+  for m in gauss-shapes32 fm-shapes32 ntm-shapes32-from-fm ntm-mnist28; do
+    python -m ntm_core.export runs/$m/pipeline assets/$m
+  done ;;
+*) echo "usage: $0 phase1|phase2|export" >&2; exit 2 ;;
+esac
