@@ -25,7 +25,7 @@ DISPLAY = 256  # px: small model outputs are shown enlarged with nearest-neighbo
 
 def show(img, size: int = DISPLAY) -> Image.Image:
     if isinstance(img, np.ndarray):
-        img = Image.fromarray(img)
+        img = Image.fromarray(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img)  # grey models
     scale = max(1, size // max(img.size))
     return img.resize((img.size[0] * scale, img.size[1] * scale), Image.Resampling.NEAREST)
 

@@ -1,0 +1,52 @@
+"""Latency of one generation through the app's own code path (app.generate.generate_images), as a user sees it.
+
+    python -m analysis.app_latency --model ntm-shapes32 --steps 4 --repeats 10 --out results/app_latency
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+from analysis.report import environment, report
+
+
+class _NoProgress:  # gr.Progress outside a request
+    def tqdm(self, iterable, **_):
+        return iterable
+
+    def __call__(self, *_, **__):
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="ntm-shapes32", help="a label from the app's model picker")
+    ap.add_argument("--prompt", default="a red circle to the left of a blue square")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--out", default="results/app_latency")
+    a = ap.parse_args()
+
+    from app.generate import generate_images
+    from app.registry import Registry
+
+    registry = Registry()
+    rows = []
+    for final in ("learned", "score", "none"):
+        generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, 0, False, 1, final, progress=_NoProgress())
+        secs = []
+        for r in range(a.repeats):
+            start = time.perf_counter()
+            generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, r, False, 1, final, progress=_NoProgress())
+            secs.append(time.perf_counter() - start)
+        rows.append({"model": a.model, "steps": a.steps, "final step": final, "median s / image": np.median(secs),
+                     "max s / image": max(secs)})
+    report(pd.DataFrame(rows), "one image through the app's generate path",
+           environment(repeats=a.repeats, prompt=a.prompt), a.out)
+
+
+if __name__ == "__main__":
+    main()
