@@ -9,7 +9,9 @@ from .widgets import refresh_pickers
 
 TITLE = "NTM Studio — Normalizing Trajectory Models"
 INTRO = ("Few-step image generation whose every step is a conditional normalizing flow, so the whole sampling "
-         "trajectory has an **exact likelihood** (Gu et al., arXiv 2605.08078). Models here are small and run on CPU.")
+         "trajectory has an **exact likelihood** (Gu et al., arXiv 2605.08078). Models here are small and run on CPU. "
+         "The bundled shapes models had about 7 GPU-minutes of training: their likelihoods are meaningful, their "
+         "samples are still rough colour blobs (each model's card in `assets/` has its measured numbers).")
 CSS = ".gradio-container {max-width: 1280px !important}"
 
 
