@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the bundled models in assets/ on one GPU (the runs recorded in each model card used an H100 80GB,
-# fp32: bf16 autocast diverged to NaN within ~110 steps at this learning rate). On CPU the same commands work,
+# fp32: bf16 autocast then diverged to NaN within ~110 steps at this learning rate; since the transporter runs in
+# fp32 under autocast, NTM trains in bf16 (1,120 steps checked), the Gaussian-only model still diverges in bf16 at
+# step ~195). On CPU the same commands work,
 # about 100× slower. Jobs of a phase share the GPU; each writes runs/<name>/ (metrics.jsonl, checkpoints, pipeline/).
 #   bash assets/train_bundled.sh phase1   # ntm-shapes32, gauss-shapes32, fm-shapes32 → ntm-shapes32-from-fm, ntm-mnist28
 #   bash assets/train_bundled.sh phase2   # the self-distilled denoiser of ntm-shapes32

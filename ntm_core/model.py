@@ -130,6 +130,7 @@ class NTM(nn.Module):
         u, logdet = u.unflatten(0, (b, n)), logdet.unflatten(0, (b, n))
         src, tgt = u[:, 1:].flip(1), u[:, :-1].flip(1)  # sources t_K..t_1, targets t_{K−1}..t_0
         mu, log_sigma, _ = self.predictor(src, grid[1:].flip(0), grid[:-1].flip(0), text)
+        mu, log_sigma = mu.to(tgt.dtype), log_sigma.to(tgt.dtype)  # the density in full precision under autocast
         z = (tgt - mu) * torch.exp(-log_sigma)
         x1 = states[:, -1].flatten(1)
         dim = x1.shape[1]
@@ -181,7 +182,7 @@ class NTM(nn.Module):
         for k in range(num_steps, 0, -1):
             src = torch.cat([u, u]) if guided else u
             mu, log_sigma, _ = self.predictor(src[:, None], grid[k], grid[k - 1], ptext, cache=cache)
-            mu, log_sigma = mu[:, 0], log_sigma[:, 0]
+            mu, log_sigma = mu[:, 0].to(u.dtype), log_sigma[:, 0].to(u.dtype)
             if guided:
                 (mu_c, mu_u), (ls_c, ls_u) = mu.chunk(2), log_sigma.chunk(2)
                 mu = mu_u + guidance_scale * (mu_c - mu_u)

@@ -148,20 +148,26 @@ class Transporter(ModelMixin, ConfigMixin):
         logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         if self.is_identity:
             return x, logdet
-        cond, ctx, ctx_mask = self._condition(tau, text, x.shape[0], x.dtype, x.device)
-        h = self._tokens(x)
-        for block in self.blocks:
-            h, ld = block(h, cond, ctx, ctx_mask)
-            logdet = logdet + ld
-        return self._image(h, x), logdet
+        # the exact part of the model: never under a bf16/fp16 autocast (bf16 log-dets diverged in training)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(self.dtype)
+            logdet = logdet.to(self.dtype)
+            cond, ctx, ctx_mask = self._condition(tau, text, x.shape[0], x.dtype, x.device)
+            h = self._tokens(x)
+            for block in self.blocks:
+                h, ld = block(h, cond, ctx, ctx_mask)
+                logdet = logdet + ld
+            return self._image(h, x), logdet
 
     @torch.no_grad()
     def inverse(self, u: torch.Tensor, tau, text: TextEmbedding | None = None, use_cache: bool = True):
         """u → x, block by block in reverse, token by token inside a block."""
         if self.is_identity:
             return u
-        cond, ctx, ctx_mask = self._condition(tau, text, u.shape[0], u.dtype, u.device)
-        h = self._tokens(u)
-        for block in reversed(self.blocks):
-            h = block.inverse(h, cond, ctx, ctx_mask, use_cache=use_cache)
-        return self._image(h, u)
+        with torch.autocast(u.device.type, enabled=False):
+            u = u.to(self.dtype)
+            cond, ctx, ctx_mask = self._condition(tau, text, u.shape[0], u.dtype, u.device)
+            h = self._tokens(u)
+            for block in reversed(self.blocks):
+                h = block.inverse(h, cond, ctx, ctx_mask, use_cache=use_cache)
+            return self._image(h, u)
