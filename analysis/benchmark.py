@@ -100,7 +100,8 @@ def run(models: dict[str, str], per_category: int, guidance: float, seed: int, s
             images, _ = generate(pipe, captions, steps, denoise, guidance, seed)
             table = score(list(images), specs)
             row = {"method": label, "model": key, "steps": steps, **{f"score {c}": table.loc[c, "score"]
-                                                                     for c in table.index}}
+                                                                     for c in table.index},
+                   "colour match": table.loc["overall", "colour_match"]}
             row.update(nll)
             if denoise == "score":
                 score_images[steps] = images

@@ -1,7 +1,7 @@
 """The GenEval-like evaluator: ≥ 0.98 on held-out real dataset images, near 0 on noise, and it catches mistakes."""
 import numpy as np
 
-from analysis.shapes_eval import check, detect_objects, score, to_uint8
+from analysis.shapes_eval import check, colours_match, detect_objects, score, to_uint8
 from ntm_core.data.shapes import ShapesDataset, Spec, render
 
 
@@ -11,6 +11,7 @@ def test_scores_real_held_out_images_at_least_098():
     table = score([it["image"] for it in items], [it["spec"] for it in items])
     assert table.loc["overall", "score"] >= 0.98, table
     assert (table["score"] >= 0.95).all(), table
+    assert table.loc["overall", "colour_match"] >= 0.98, table
 
 
 def test_scores_noise_near_zero():
@@ -19,8 +20,19 @@ def test_scores_noise_near_zero():
     specs = [ds[i]["spec"] for i in range(200)]
     noise = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in specs]
     assert score(noise, specs).loc["overall", "score"] <= 0.02
+    assert score(noise, specs).loc["overall", "colour_match"] <= 0.02
     black = [np.zeros((32, 32, 3), np.uint8) for _ in specs]
     assert score(black, specs).loc["overall", "score"] == 0.0
+    assert score(black, specs).loc["overall", "colour_match"] == 0.0
+
+
+def test_colour_match_ignores_kind_and_count_but_not_colour():
+    rng = np.random.default_rng(3)
+    red_circle = Spec("single_object", (("red", "circle"),))
+    img, _ = render(Spec("counting", (("red", "square"),), count=2), rng)
+    assert colours_match(red_circle, img) and not check(red_circle, img)
+    img, _ = render(Spec("two_object", (("red", "circle"), ("blue", "circle"))), rng)
+    assert not colours_match(red_circle, img)
 
 
 def test_rejects_images_of_another_prompt():
