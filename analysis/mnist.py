@@ -48,9 +48,7 @@ class DigitClassifier(nn.Module):
 
 def stack(ds: IdxDataset, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     idx = range(len(ds) if n is None else min(n, len(ds)))
-    x = torch.from_numpy(ds.images[list(idx)].astype(np.float32) / 127.5 - 1.0)[:, None]
-    if x.shape[-1] != ds.image_size:
-        x = torch.stack([ds[i]["image"][:1] for i in idx])
+    x = torch.stack([ds[i]["image"] for i in idx])  # the dataset's own scaling, padding and channels
     return x, torch.from_numpy(ds.labels[list(idx)].astype(np.int64))
 
 

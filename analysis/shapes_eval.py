@@ -68,10 +68,11 @@ def _relation(a: dict, b: dict) -> str:
     return "above" if dy < 0 else "below"
 
 
-def check(spec: Spec | dict, image) -> bool:
-    """True iff the image satisfies the spec."""
-    spec = Spec.from_dict(spec) if isinstance(spec, dict) else spec
-    found = detect_objects(image)
+def _spec(spec: Spec | dict) -> Spec:
+    return Spec.from_dict(spec) if isinstance(spec, dict) else spec
+
+
+def _satisfies(spec: Spec, found: list[dict]) -> bool:
     got = sorted((o["colour"], o["kind"]) for o in found)
     if spec.category == "counting":
         return got == [tuple(spec.objects[0])] * spec.count
@@ -88,18 +89,29 @@ def check(spec: Spec | dict, image) -> bool:
     raise ValueError(f"unknown category {spec.category!r}")
 
 
+def _same_colours(spec: Spec, found: list[dict]) -> bool:
+    return {o["colour"] for o in found} == {c for c, _ in spec.objects}
+
+
+def check(spec: Spec | dict, image) -> bool:
+    """True iff the image satisfies the spec."""
+    return _satisfies(_spec(spec), detect_objects(image))
+
+
 def colours_match(spec: Spec | dict, image) -> bool:
     """A weaker, diagnostic check: the image's objects have exactly the prompt's colours (kinds, counts and
     positions ignored). Tells apart models that are all at the floor of the strict score."""
-    spec = Spec.from_dict(spec) if isinstance(spec, dict) else spec
-    return {o["colour"] for o in detect_objects(image)} == {c for c, _ in spec.objects}
+    return _same_colours(_spec(spec), detect_objects(image))
 
 
 def score(images, specs) -> pd.DataFrame:
     """Per-category accuracy and 'overall' (the mean of the category accuracies, as GenEval reports); the
-    column colour_match is the same for `colours_match`."""
-    rows = [{"category": (Spec.from_dict(s) if isinstance(s, dict) else s).category, "correct": check(s, im),
-             "colour_match": colours_match(s, im)} for im, s in zip(images, specs)]
+    column colour_match is the same for `colours_match`. Objects are detected once per image for both."""
+    rows = []
+    for im, s in zip(images, specs):
+        spec, found = _spec(s), detect_objects(im)
+        rows.append({"category": spec.category, "correct": _satisfies(spec, found),
+                     "colour_match": _same_colours(spec, found)})
     df = pd.DataFrame(rows)
     order = [c for c in CATEGORIES if c in set(df.category)]
     per = df.groupby("category").agg(score=("correct", "mean"), colour_match=("colour_match", "mean"),

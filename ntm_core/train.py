@@ -336,9 +336,10 @@ class Trainer:
         workers = self.t["num_workers"]
         if workers == "auto":
             workers = min(8, (os.cpu_count() or 1) - 1) if self.accelerator.device.type == "cuda" else 0
+        items = _MicroBatches(self.sampler)
         if int(workers) <= 0:
-            return (dict(self.sampler.batch(m), micro=m) for m in range(first, end))
-        return torch.utils.data.DataLoader(_MicroBatches(self.sampler), batch_size=None, sampler=range(first, end),
+            return (items[m] for m in range(first, end))
+        return torch.utils.data.DataLoader(items, batch_size=None, sampler=range(first, end),
                                            num_workers=int(workers), prefetch_factor=4,
                                            pin_memory=self.accelerator.device.type == "cuda")
 
