@@ -44,6 +44,9 @@ DEFAULTS: dict = {
         "ema_decay": 0.999, "grad_accum": 1, "mixed_precision": "auto", "checkpoint_every": 200,
         "keep_checkpoints": 2, "log_every": 1, "aux_lambda": 2.5, "max_seconds": None,
         "num_workers": "auto",
+        # data echoing (Choi et al. 2019): each rendered micro-batch serves this many consecutive steps, each with
+        # fresh trajectory noise, K and text dropout — when rendering, not the accelerator, limits throughput
+        "data_echo": 1,
     },
 }
 OBJECTIVES = ("ntm", "gauss", "fm", "fm_to_ntm", "denoiser")
@@ -75,6 +78,8 @@ def load_config(path: str | None, overrides: list[str] = ()) -> dict:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg['objective']!r}")
     if cfg["objective"] in ("fm_to_ntm", "denoiser") and not cfg["init_from"]:
         raise ValueError(f"objective {cfg['objective']} needs init_from: a pipeline folder to start from")
+    if not isinstance(cfg["train"]["data_echo"], int) or cfg["train"]["data_echo"] < 1:
+        raise ValueError(f"train.data_echo must be an integer ≥ 1, got {cfg['train']['data_echo']!r}")
     return cfg
 
 
@@ -374,8 +379,7 @@ class Trainer:
         grad_norm = None
         for a in range(t["grad_accum"]):
             micro = self.step * t["grad_accum"] + a
-            batch = next(self._batches)
-            assert batch["micro"] == micro, (batch["micro"], micro)  # prefetching must keep the order
+            batch = self._micro_batch(micro)
             gen = _generator(self.seed, micro, self.rank)
             x0 = batch["image"].to(acc.device)
             text = None
@@ -400,6 +404,14 @@ class Trainer:
                    grad_norm=float(grad_norm) if grad_norm is not None else None)
         return row
 
+    def _micro_batch(self, micro: int) -> dict:
+        """The rendered micro-batch behind optimizer micro-step `micro` (shared by data_echo consecutive ones)."""
+        m = micro // self.t["data_echo"]
+        if self._batch is None or self._batch["micro"] != m:
+            self._batch = next(self._batches)
+            assert self._batch["micro"] == m, (self._batch["micro"], m)  # prefetching must keep the order
+        return self._batch
+
     def run(self) -> str:
         self.status("running")
         try:
@@ -422,7 +434,10 @@ class Trainer:
         bar = tqdm(total=t["steps"], initial=self.step, disable=not self.main, desc=self.cfg["name"],
                    dynamic_ncols=True)
         start = time.perf_counter()
-        self._batches = iter(self.micro_batches(self.step * t["grad_accum"], t["steps"] * t["grad_accum"]))
+        echo = t["data_echo"]
+        self._batch = None
+        self._batches = iter(self.micro_batches(self.step * t["grad_accum"] // echo,
+                                                -(-t["steps"] * t["grad_accum"] // echo)))
         self.objective.train()
         while self.step < t["steps"] and not stop.stop:
             tick = time.perf_counter()

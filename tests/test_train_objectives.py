@@ -91,3 +91,26 @@ def test_bad_configs_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="init_from"):
         load_config(None, ["objective=denoiser"])
     assert not os.path.exists(tmp_path / "pipeline")
+
+
+def test_data_echo_reuses_each_rendered_batch(tmp_path):
+    """data_echo=2: micro-steps 2m and 2m+1 train on the same images (fresh noise), 2m+2 on new ones; a run
+    resumed at an odd step picks up the same batch; the run ends after exactly train.steps steps."""
+    from ntm_core.train import Trainer, load_config
+
+    from .train_helpers import tiny_config
+
+    with pytest.raises(ValueError, match="data_echo"):
+        load_config(None, ["train.data_echo=0"])
+    trainer = Trainer(tiny_config(tmp_path / "a", "train.data_echo=2", "train.steps=5"))
+    trainer._batch, trainer._batches = None, iter(trainer.micro_batches(0, 3))
+    images = [trainer._micro_batch(m)["image"] for m in range(5)]
+    assert torch.equal(images[0], images[1]) and torch.equal(images[2], images[3])
+    assert not torch.equal(images[1], images[2]) and not torch.equal(images[3], images[4])
+    trainer._batch, trainer._batches = None, iter(trainer.micro_batches(3 // 2, 3))  # what --resume at step 3 does
+    assert torch.equal(trainer._micro_batch(3)["image"], images[3])
+    trainer._release_lock()
+
+    out = tmp_path / "b"
+    run_tiny(out, "train.data_echo=2", "train.steps=5", "train.checkpoint_every=100")
+    assert [m["step"] for m in metrics(out)] == [1, 2, 3, 4, 5]
