@@ -14,22 +14,25 @@ from ntm_core.model import NTMSample, TrajectoryNLL
 LN2 = math.log(2.0)
 
 
-def nll_parts_table(nll: TrajectoryNLL, index: int = 0) -> pd.DataFrame:
-    """Per reverse step of one trajectory: the parts of −log p(x_s | history) in bits per dimension."""
+def nll_parts_table(nll: TrajectoryNLL, index: int | None = 0) -> pd.DataFrame:
+    """Per reverse step of one trajectory (index None: the mean over the batch): the parts of
+    −log p(x_s | history) in bits per dimension."""
     K = nll.step.shape[1]
     grid = nll.grid.tolist()
     to_bits = 1.0 / (nll.dim * LN2)
+    pick = (lambda v: v.mean(0)) if index is None else (lambda v: v[index])  # noqa: E731
+    base, log_sigma, logdet, step, prior = (pick(v) for v in (nll.base, nll.log_sigma, nll.logdet, nll.step, nll.prior))
     rows = []
     for i in range(K):
         rows.append({
             "step": i + 1, "t": round(grid[K - i], 4), "s": round(grid[K - i - 1], 4),
-            "base ½‖z‖²": nll.base[index, i].item() * to_bits,
-            "Σ log σ": nll.log_sigma[index, i].item() * to_bits,
-            "−log|det J_T|": -nll.logdet[index, i].item() * to_bits,
+            "base ½‖z‖²": base[i].item() * to_bits,
+            "Σ log σ": log_sigma[i].item() * to_bits,
+            "−log|det J_T|": -logdet[i].item() * to_bits,
             "const": nll.const * to_bits,
-            "step total": nll.step[index, i].item() * to_bits,
+            "step total": step[i].item() * to_bits,
         })
-    rows.append({"step": "prior", "t": 1.0, "s": None, "step total": nll.prior[index].item() * to_bits})
+    rows.append({"step": "prior", "t": 1.0, "s": None, "step total": prior.item() * to_bits})
     return pd.DataFrame(rows)
 
 

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Reproduces the bundled models in assets/ on one GPU (the runs recorded in each model card used an H100 80GB,
-# fp32: bf16 autocast then diverged to NaN within ~110 steps at this learning rate; since the transporter runs in
-# fp32 under autocast, NTM trains in bf16 (1,120 steps checked), the Gaussian-only model still diverges in bf16 at
-# step ~195). On CPU the same commands work,
-# about 100× slower. Jobs of a phase share the GPU; each writes runs/<name>/ (metrics.jsonl, checkpoints, pipeline/).
-#   bash assets/train_bundled.sh phase1   # ntm-shapes32, gauss-shapes32, fm-shapes32 → ntm-shapes32-from-fm, ntm-mnist28
-#   bash assets/train_bundled.sh phase2   # the self-distilled denoiser of ntm-shapes32
+# Reproduces the bundled models in assets/ on one GPU (the runs recorded in each model card used an H100 80GB).
+# Precision: FM trains in bf16; NTM and the Gaussian-only model in fp32 — both diverged in bf16 at lr 6e-4
+# (NTM: NaN at step 1043 even with the transporter kept in fp32; Gaussian-only: NaN at step ~195).
+# Jobs of a phase share the GPU; each writes runs/<name>/ (metrics.jsonl, checkpoints, pipeline/).
+# On CPU the same commands work, about 100× slower.
+#   bash assets/train_bundled.sh phase1   # ntm-shapes32, gauss-shapes32, fm-shapes32, ntm-mnist28
+#   bash assets/train_bundled.sh phase2   # ntm-shapes32-from-fm (from the FM) and the denoiser of ntm-shapes32
 #   bash assets/train_bundled.sh export   # bf16 copies into assets/
 set -euo pipefail
 MNIST=${MNIST:-../shared/data/mnist}
-STEPS=${STEPS:-2000}          # equal optimizer steps for ntm / gauss / fm (batch 256)
-SECONDS_CAP=${SECONDS_CAP:-420}
+STEPS=${STEPS:-5000}          # equal optimizer steps for ntm / gauss / fm (batch 256)
+SECONDS_CAP=${SECONDS_CAP:-900}
 COMMON="train.batch_size=256 train.lr=6.0e-4 train.warmup_steps=200 train.mixed_precision=no train.log_every=10
-        train.checkpoint_every=500 train.num_workers=${WORKERS:-4} train.max_seconds=$SECONDS_CAP"
+        train.checkpoint_every=250 train.num_workers=${WORKERS:-4} train.data_echo=${ECHO:-3} train.max_seconds=$SECONDS_CAP"
 SHAPES=ntm_core/configs/shapes32.yaml
 train() { python -m ntm_core.train "$@"; }
 
@@ -21,20 +21,23 @@ phase1)
   train --config $SHAPES --set $COMMON train.steps=$STEPS > runs/ntm-shapes32.log 2>&1 &
   train --config $SHAPES --set $COMMON train.steps=$STEPS objective=gauss name=gauss-shapes32 \
         output_dir=runs/gauss-shapes32 > runs/gauss-shapes32.log 2>&1 &
-  train --config ntm_core/configs/mnist28.yaml --set $COMMON train.steps=${MNIST_STEPS:-5000} \
-        train.num_workers=0 data.root=$MNIST > runs/ntm-mnist28.log 2>&1 &
-  # the FM baseline, then NTM finetuned from it (NTM_METHOD §5) in the time the NTM jobs still need
-  ( train --config $SHAPES --set $COMMON train.steps=$STEPS objective=fm name=fm-shapes32 \
-          output_dir=runs/fm-shapes32 > runs/fm-shapes32.log 2>&1 &&
-    train --config $SHAPES --set $COMMON train.steps=${FT_STEPS:-600} train.warmup_steps=50 \
-          train.max_seconds=${FT_SECONDS:-150} train.lr=3.0e-4 objective=fm_to_ntm name=ntm-shapes32-from-fm \
-          init_from=runs/fm-shapes32/pipeline output_dir=runs/ntm-shapes32-from-fm \
-          > runs/ntm-shapes32-from-fm.log 2>&1 ) &
+  train --config ntm_core/configs/mnist28.yaml --set $COMMON train.steps=${MNIST_STEPS:-5000} train.data_echo=1 \
+        train.max_seconds=${MNIST_SECONDS:-400} train.num_workers=0 data.root=$MNIST > runs/ntm-mnist28.log 2>&1 &
+  train --config $SHAPES --set $COMMON train.steps=$STEPS train.mixed_precision=bf16 objective=fm name=fm-shapes32 \
+        output_dir=runs/fm-shapes32 > runs/fm-shapes32.log 2>&1 &
   wait ;;
 phase2)
-  train --config $SHAPES --set $COMMON objective=denoiser name=ntm-shapes32-denoiser \
+  # NTM finetuned from the FM baseline (NTM_METHOD §5), and the self-distilled denoiser of ntm-shapes32
+  FT="train.batch_size=256 train.log_every=10 train.checkpoint_every=500 train.num_workers=6 train.mixed_precision=no
+      train.warmup_steps=50"
+  train --config $SHAPES --set $FT objective=fm_to_ntm name=ntm-shapes32-from-fm init_from=runs/fm-shapes32/pipeline \
+        output_dir=runs/ntm-shapes32-from-fm train.steps=${FT_STEPS:-1000} train.lr=3.0e-4 \
+        train.max_seconds=${FT_SECONDS:-165} > runs/ntm-shapes32-from-fm.log 2>&1 &
+  train --config $SHAPES --set $FT objective=denoiser name=ntm-shapes32-denoiser \
         init_from=${NTM:-runs/ntm-shapes32/pipeline} output_dir=runs/ntm-shapes32-denoiser \
-        train.steps=${DEN_STEPS:-1500} train.lr=1.0e-3 train.warmup_steps=50 > runs/ntm-shapes32-denoiser.log 2>&1 ;;
+        train.steps=${DEN_STEPS:-1500} train.lr=1.0e-3 train.max_seconds=${DEN_SECONDS:-165} \
+        > runs/ntm-shapes32-denoiser.log 2>&1 &
+  wait ;;
 export)
   python -m ntm_core.export runs/ntm-shapes32-denoiser/pipeline assets/ntm-shapes32
   for m in gauss-shapes32 fm-shapes32 ntm-shapes32-from-fm ntm-mnist28; do
