@@ -10,8 +10,8 @@ from .widgets import refresh_pickers
 TITLE = "NTM Studio — Normalizing Trajectory Models"
 INTRO = ("Few-step image generation whose every step is a conditional normalizing flow, so the whole sampling "
          "trajectory has an **exact likelihood** (Gu et al., arXiv 2605.08078). Models here are small and run on CPU. "
-         "The bundled shapes models had about 7 GPU-minutes of training: their likelihoods are meaningful, their "
-         "samples are still rough colour blobs (each model's card in `assets/` has its measured numbers).")
+         "The bundled shapes models had 6–8 GPU-minutes of training each: their likelihoods are meaningful, their "
+         "samples are still rough colour blobs and bars (each model's card in `assets/` has its measured numbers).")
 CSS = ".gradio-container {max-width: 1280px !important}"
 
 
