@@ -44,7 +44,7 @@ DEFAULTS: dict = {
         "ema_decay": 0.999, "grad_accum": 1, "mixed_precision": "auto", "checkpoint_every": 200,
         "keep_checkpoints": 2, "log_every": 1, "aux_lambda": 2.5, "max_seconds": None,
         "num_workers": "auto",
-        # data echoing (Choi et al. 2019): each rendered micro-batch serves this many consecutive steps, each with
+        # data echoing (Choi et al. 2019): each rendered micro-batch serves this many consecutive micro-steps, each with
         # fresh trajectory noise, K and text dropout — when rendering, not the accelerator, limits throughput
         "data_echo": 1,
     },
