@@ -55,11 +55,16 @@ def images_per_second(pipe, steps, denoise, guidance, repeats: int = 3, batch: i
     return batch / float(np.median(secs))
 
 
-def heldout_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0) -> dict:
+def heldout_trajectory_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0):
+    """Exact NLL of one seeded forward trajectory per held-out shapes image (the first n of the test split)."""
     ds = ShapesDataset("test", seed=1234)
     items = [ds[i] for i in range(n)]
     x = torch.stack([it["image"] for it in items])
-    res = pipe.log_likelihood(x, [it["caption"] for it in items], steps, 1, torch.Generator().manual_seed(seed))[0]
+    return pipe.log_likelihood(x, [it["caption"] for it in items], steps, 1, torch.Generator().manual_seed(seed))[0]
+
+
+def heldout_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0) -> dict:
+    res = heldout_trajectory_nll(pipe, n, steps, seed)
     return {"nll_bpd_trajectory": res.bits_per_dim.mean().item(), "nll_bpd_bound": res.bound_bits_per_dim.mean().item()}
 
 

@@ -16,22 +16,13 @@ import os
 
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 
+from analysis.benchmark import heldout_trajectory_nll
 from analysis.figures import nll_parts_table
 from analysis.report import environment, report
-from ntm_core.data.shapes import ShapesDataset
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 
 PARTS = ("base ½‖z‖²", "Σ log σ", "−log|det J_T|")
-
-
-def parts(pipe: NTMPipeline, n: int, steps: int, seed: int) -> pd.DataFrame:
-    ds = ShapesDataset("test", seed=1234)
-    items = [ds[i] for i in range(n)]
-    x = torch.stack([it["image"] for it in items])
-    nll = pipe.log_likelihood(x, [it["caption"] for it in items], steps, 1, torch.Generator().manual_seed(seed))[0]
-    return nll_parts_table(nll, index=None)
 
 
 def figure(df: pd.DataFrame) -> go.Figure:
@@ -56,16 +47,17 @@ def main() -> None:
     args = ap.parse_args()
     if not args.model or any("=" not in m for m in args.model):
         ap.error("give --model NAME=FOLDER at least once")
+    models = dict(m.split("=", 1) for m in args.model)
     tables = []
-    for name, folder in (m.split("=", 1) for m in args.model):
+    for name, folder in models.items():
         pipe = load_pipeline(folder)
         if not isinstance(pipe, NTMPipeline):
             ap.error(f"{folder}: not an NTM pipeline (flow-matching models have no exact likelihood)")
-        tables.append(parts(pipe, args.n, args.steps, args.seed).assign(model=name))
+        nll = heldout_trajectory_nll(pipe, args.n, args.steps, args.seed)
+        tables.append(nll_parts_table(nll, index=None).assign(model=name))
     df = pd.concat(tables, ignore_index=True)
     df = df[["model"] + [c for c in df.columns if c != "model"]]
-    report(df, "likelihood parts per step", environment(n=args.n, steps=args.steps, seed=args.seed,
-                                                        models=dict(m.split("=", 1) for m in args.model)),
+    report(df, "likelihood parts per step", environment(n=args.n, steps=args.steps, seed=args.seed, models=models),
            args.out, digits=3)
     path = os.path.splitext(args.out)[0] + ".html"
     figure(df).write_html(path, include_plotlyjs="cdn")

@@ -404,6 +404,12 @@ class Trainer:
                    grad_norm=float(grad_norm) if grad_norm is not None else None)
         return row
 
+    def _open_batches(self) -> None:
+        """The rendered micro-batches from the current step (a resume included) to the last."""
+        per_step, echo = self.t["grad_accum"], self.t["data_echo"]
+        self._batch = None
+        self._batches = iter(self.micro_batches(self.step * per_step // echo, -(-self.t["steps"] * per_step // echo)))
+
     def _micro_batch(self, micro: int) -> dict:
         """The rendered micro-batch behind optimizer micro-step `micro` (shared by data_echo consecutive ones)."""
         m = micro // self.t["data_echo"]
@@ -434,10 +440,7 @@ class Trainer:
         bar = tqdm(total=t["steps"], initial=self.step, disable=not self.main, desc=self.cfg["name"],
                    dynamic_ncols=True)
         start = time.perf_counter()
-        echo = t["data_echo"]
-        self._batch = None
-        self._batches = iter(self.micro_batches(self.step * t["grad_accum"] // echo,
-                                                -(-t["steps"] * t["grad_accum"] // echo)))
+        self._open_batches()
         self.objective.train()
         while self.step < t["steps"] and not stop.stop:
             tick = time.perf_counter()

@@ -145,13 +145,12 @@ class Transporter(ModelMixin, ConfigMixin):
 
     def forward(self, x: torch.Tensor, tau, text: TextEmbedding | None = None):
         """x [B, C, H, W], tau scalar or [B] → (u [B, C, H, W], log|det ∂u/∂x| [B])."""
-        logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         if self.is_identity:
-            return x, logdet
+            return x, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         # the exact part of the model: never under a bf16/fp16 autocast (bf16 log-dets diverged in training)
         with torch.autocast(x.device.type, enabled=False):
             x = x.to(self.dtype)
-            logdet = logdet.to(self.dtype)
+            logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
             cond, ctx, ctx_mask = self._condition(tau, text, x.shape[0], x.dtype, x.device)
             h = self._tokens(x)
             for block in self.blocks:

@@ -103,11 +103,12 @@ def test_data_echo_reuses_each_rendered_batch(tmp_path):
     with pytest.raises(ValueError, match="data_echo"):
         load_config(None, ["train.data_echo=0"])
     trainer = Trainer(tiny_config(tmp_path / "a", "train.data_echo=2", "train.steps=5"))
-    trainer._batch, trainer._batches = None, iter(trainer.micro_batches(0, 3))
+    trainer._open_batches()
     images = [trainer._micro_batch(m)["image"] for m in range(5)]
     assert torch.equal(images[0], images[1]) and torch.equal(images[2], images[3])
     assert not torch.equal(images[1], images[2]) and not torch.equal(images[3], images[4])
-    trainer._batch, trainer._batches = None, iter(trainer.micro_batches(3 // 2, 3))  # what --resume at step 3 does
+    trainer.step = 3  # where --resume at step 3 starts
+    trainer._open_batches()
     assert torch.equal(trainer._micro_batch(3)["image"], images[3])
     trainer._release_lock()
 
