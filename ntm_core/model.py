@@ -18,7 +18,7 @@ from torch import nn
 from .conditioning import TextEmbedding
 from .denoise import score_denoise
 from .predictor import Predictor
-from .trajectory import LOG_2PI, TrajectorySchedule, forward_log_prob, sample_trajectory
+from .trajectory import LOG_2PI, TrajectorySchedule, dequantize, forward_log_prob, sample_trajectory
 from .transporter import Transporter, as_hw
 
 LN2 = math.log(2.0)
@@ -28,10 +28,14 @@ LN2 = math.log(2.0)
 class TrajectoryNLL:
     """−log p(τ) of trajectories and its parts, in nats, per sample ([B]) or per sample and step ([B, K]).
 
-    Densities are of the states in the model's data scaling (images in [−1, 1]).
+    Densities are of the states in the model's data scaling (images in [−1, 1]). Three numbers, three densities:
     bits_per_dim: the trajectory's NLL per dimension of the whole trajectory, (K+1)·D dims.
     bound_bits_per_dim: the variational upper bound on −log p(x_{t_0}) per image dimension,
         −log p(x_{t_0}) ≤ −log p(τ) + log q(x_{t_1..t_K} | x_{t_0}), at the sampled forward trajectory.
+        A continuous density: with t_min > 0 it is that of the noised image, and can be negative.
+    data_bits_per_dim: only for trajectories that start at dequantized 8-bit data (t_0 = 0): the upper bound on
+        −log₂ P(x) of the discrete image per dimension, bound_bits_per_dim + log₂(1/bin width) — the bits/dim of
+        RealNVP, Glow and FFJORD papers.
     """
 
     base: torch.Tensor  # ½‖z‖²
@@ -43,6 +47,7 @@ class TrajectoryNLL:
     grid: torch.Tensor = field(repr=False)
     mu: torch.Tensor | None = field(default=None, repr=False)  # [B, K, ...] the predictor's means (sampling order)
     u_src: torch.Tensor | None = field(default=None, repr=False)  # [B, K, ...] the u-states it conditioned on
+    dequantization_width: float = 0.0  # bin width (model scaling) of the dequantized start; 0 = not dequantized
 
     @property
     def const(self) -> float:
@@ -65,6 +70,24 @@ class TrajectoryNLL:
     def bound_bits_per_dim(self) -> torch.Tensor:
         return (self.total + self.forward_log_q) / (self.dim * LN2)
 
+    @property
+    def has_data_bound(self) -> bool:
+        return self.dequantization_width > 0 and float(self.grid[0]) == 0.0
+
+    @property
+    def data_bits_per_dim(self) -> torch.Tensor:
+        """Upper bound on −log₂ P(x) per dimension of the 8-bit image x (see `trajectory.dequantize`)."""
+        if not self.has_data_bound:
+            raise ValueError("no 8-bit bound: this model's trajectory does not start at dequantized data "
+                             "(it needs a schedule with t_min = 0 and dequantize_levels); use bound_bits_per_dim, "
+                             "the bound on the noised image x_{t_0}")
+        return self.bound_bits_per_dim - math.log2(self.dequantization_width)
+
+    @property
+    def log_prob(self) -> torch.Tensor:
+        """log p(τ) in nats: [B]."""
+        return -self.total
+
 
 @dataclass
 class NTMSample:
@@ -81,10 +104,25 @@ class NTMSample:
     mu: torch.Tensor | None = None
     sigma: torch.Tensor | None = None
     z: torch.Tensor | None = None
+    nll: TrajectoryNLL | None = None  # with return_log_prob: −log p(τ) of each sampled trajectory, from the sampler
+
+    @property
+    def log_prob(self) -> torch.Tensor | None:
+        return None if self.nll is None else self.nll.log_prob
 
 
 def _repeat(text: TextEmbedding | None, n: int) -> TextEmbedding | None:
     return None if text is None else text.repeat_interleave(n)
+
+
+def _guided(text: TextEmbedding | None, guidance_scale: float) -> bool:
+    return text is not None and guidance_scale != 1.0
+
+
+def _guide(mu: torch.Tensor, log_sigma: torch.Tensor, guidance_scale: float):
+    """Classifier-free guidance on (μ, log σ) of a batch stacked as [prompt; null prompt]."""
+    (mu_c, mu_u), (ls_c, ls_u) = mu.chunk(2), log_sigma.chunk(2)
+    return mu_u + guidance_scale * (mu_c - mu_u), ls_u + guidance_scale * (ls_c - ls_u)
 
 
 class NTM(nn.Module):
@@ -94,6 +132,9 @@ class NTM(nn.Module):
         if as_hw(tc.sample_size) != as_hw(pc.sample_size) or tc.in_channels != pc.in_channels:
             raise ValueError(f"transporter and predictor disagree on the state shape: "
                              f"{tc.in_channels}x{as_hw(tc.sample_size)} vs {pc.in_channels}x{as_hw(pc.sample_size)}")
+        if schedule.config.t_min == 0.0 and not pc.get("min_sigma", 0.0):
+            raise ValueError("a trajectory that ends at the data (t_min = 0) needs a predictor with min_sigma > 0: "
+                             "the Gaussian posterior of its last step has σ = 0")
         self.transporter = transporter
         self.predictor = predictor
         self.schedule = schedule
@@ -120,16 +161,23 @@ class NTM(nn.Module):
         return next(self.predictor.parameters())
 
     # ---- likelihood ----
-    def trajectory_nll(self, states: torch.Tensor, grid: torch.Tensor, text: TextEmbedding | None = None) -> TrajectoryNLL:
+    def trajectory_nll(self, states: torch.Tensor, grid: torch.Tensor, text: TextEmbedding | None = None,
+                       guidance_scale: float = 1.0, dequantization_width: float = 0.0) -> TrajectoryNLL:
         """Exact −log p(τ) of x-space trajectories states [B, K+1, C, H, W] (grid order, states[:, K] at t = 1).
 
-        One parallel transporter pass over all K+1 states, one predictor pass over all K steps."""
+        One parallel transporter pass over all K+1 states, one predictor pass over all K steps. With
+        guidance_scale ≠ 1, the density of the guided model (each step's Gaussian mixed as the sampler mixes it),
+        which is what a guided sampler draws from."""
         b, n = states.shape[:2]
         grid = grid.to(states)
         u, logdet = self.transporter(states.flatten(0, 1), grid.repeat(b), _repeat(text, n))
         u, logdet = u.unflatten(0, (b, n)), logdet.unflatten(0, (b, n))
         src, tgt = u[:, 1:].flip(1), u[:, :-1].flip(1)  # sources t_K..t_1, targets t_{K−1}..t_0
-        mu, log_sigma, _ = self.predictor(src, grid[1:].flip(0), grid[:-1].flip(0), text)
+        guided = _guided(text, guidance_scale)
+        mu, log_sigma, _ = self.predictor(torch.cat([src, src]) if guided else src, grid[1:].flip(0),
+                                          grid[:-1].flip(0), TextEmbedding.cat([text, text.null()]) if guided else text)
+        if guided:
+            mu, log_sigma = _guide(mu, log_sigma, guidance_scale)
         mu, log_sigma = mu.to(tgt.dtype), log_sigma.to(tgt.dtype)  # the density in full precision under autocast
         z = (tgt - mu) * torch.exp(-log_sigma)
         x1 = states[:, -1].flatten(1)
@@ -144,23 +192,34 @@ class NTM(nn.Module):
             grid=grid,
             mu=mu,
             u_src=src,
+            dequantization_width=dequantization_width,
         )
 
     def nll(self, x0: torch.Tensor, text: TextEmbedding | None = None, num_steps: int = 4,
             generator: torch.Generator | None = None) -> TrajectoryNLL:
-        """NLL of forward trajectories sampled from data x0 [B, C, H, W] (the training loss is its mean)."""
+        """NLL of forward trajectories sampled from data x0 [B, C, H, W] (the training loss is its mean).
+
+        Under a schedule with dequantize_levels, x0 (8-bit images in [−1, 1]) is dequantized first, with the
+        same generator, and the result carries the 8-bit bound (`data_bits_per_dim`)."""
         grid = self.schedule.grid(num_steps, dtype=x0.dtype, device=x0.device)
-        return self.trajectory_nll(sample_trajectory(x0, grid, generator), grid, text)
+        levels = self.schedule.config.dequantize_levels
+        if levels:
+            x0 = dequantize(x0, levels, generator)
+        states = sample_trajectory(x0, grid, generator)
+        return self.trajectory_nll(states, grid, text, dequantization_width=self.schedule.dequantization_width)
 
     # ---- sampling ----
     @torch.no_grad()
     def sample(self, batch_size: int | None = None, text: TextEmbedding | None = None, num_steps: int = 4,
                guidance_scale: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
-               return_trajectory: bool = False, invert: bool = True) -> NTMSample:
+               return_trajectory: bool = False, invert: bool = True, return_log_prob: bool = False) -> NTMSample:
         """K reverse steps in u-space, then one transporter inverse (NTM_METHOD §4).
 
         Classifier-free guidance mixes (μ, log σ) of the prompt and of the null prompt; temperature scales
-        each step's noise z (not the prior)."""
+        each step's noise z (not the prior). return_log_prob: `nll` holds −log p(τ) of each sampled trajectory,
+        assembled from the sampler's own prior draw, z and log σ and the log-dets that the (batched, all-steps)
+        inverse returns — no extra network pass. It is the density of the model that drew the sample (the
+        guided one when guidance_scale ≠ 1) evaluated at τ; temperature changes τ, not the density."""
         if text is not None:
             batch_size = text.batch_size if batch_size is None else batch_size
             if batch_size != text.batch_size:
@@ -174,32 +233,47 @@ class NTM(nn.Module):
         shape = (batch_size,) + self.sample_shape
         randn = lambda: torch.randn(shape, generator=generator, dtype=p.dtype, device="cpu").to(p.device)  # noqa: E731
 
-        u, _ = self.transporter(randn(), grid[-1], text)
-        guided = text is not None and guidance_scale != 1.0
+        eps = randn()
+        u, _ = self.transporter(eps, grid[-1], text)
+        guided = _guided(text, guidance_scale)
         ptext = TextEmbedding.cat([text, text.null()]) if guided else text
         cache = self.predictor.new_cache()
-        us, mus, sigmas, zs = [u], [], [], []
+        keep = return_trajectory or return_log_prob
+        us, mus, log_sigmas, zs = [u], [], [], []
         for k in range(num_steps, 0, -1):
             src = torch.cat([u, u]) if guided else u
             mu, log_sigma, _ = self.predictor(src[:, None], grid[k], grid[k - 1], ptext, cache=cache)
             mu, log_sigma = mu[:, 0].to(u.dtype), log_sigma[:, 0].to(u.dtype)
             if guided:
-                (mu_c, mu_u), (ls_c, ls_u) = mu.chunk(2), log_sigma.chunk(2)
-                mu = mu_u + guidance_scale * (mu_c - mu_u)
-                log_sigma = ls_u + guidance_scale * (ls_c - ls_u)
+                mu, log_sigma = _guide(mu, log_sigma, guidance_scale)
             z = randn() * temperature
             u = mu + torch.exp(log_sigma) * z
-            if return_trajectory:
-                us.append(u), mus.append(mu), sigmas.append(torch.exp(log_sigma)), zs.append(z)
+            if keep:
+                us.append(u), mus.append(mu), log_sigmas.append(log_sigma), zs.append(z)
 
-        if not return_trajectory:
+        if not keep:
             images = self.transporter.inverse(u, grid[0], text) if invert else None
             return NTMSample(images=images, grid=grid, u_final=u)
         u_all = torch.stack(us[::-1], dim=1)  # grid order
-        x_all = self.transporter.inverse(u_all.flatten(0, 1), grid.repeat(batch_size), _repeat(text, num_steps + 1))
-        x_all = x_all.unflatten(0, (batch_size, num_steps + 1))
-        return NTMSample(images=x_all[:, 0], grid=grid, u_final=u, u=u_all, x=x_all, mu=torch.stack(mus, 1),
-                         sigma=torch.stack(sigmas, 1), z=torch.stack(zs, 1))
+        x_all, logdet = self.transporter.inverse(u_all.flatten(0, 1), grid.repeat(batch_size),
+                                                 _repeat(text, num_steps + 1), return_logdet=True)
+        x_all, logdet = x_all.unflatten(0, (batch_size, num_steps + 1)), logdet.unflatten(0, (batch_size, num_steps + 1))
+        mu, log_sigma, z = torch.stack(mus, 1), torch.stack(log_sigmas, 1), torch.stack(zs, 1)
+        nll = None
+        if return_log_prob:
+            dim = eps[0].numel()
+            nll = TrajectoryNLL(
+                base=0.5 * z.flatten(2).pow(2).sum(-1),
+                log_sigma=log_sigma.flatten(2).sum(-1),
+                logdet=logdet[:, :-1].flip(1),  # at the targets t_{K−1}..t_0, sampling order
+                prior=0.5 * eps.flatten(1).pow(2).sum(1) + 0.5 * dim * LOG_2PI,
+                forward_log_q=forward_log_prob(x_all, grid),
+                dim=dim,
+                grid=grid,
+                dequantization_width=self.schedule.dequantization_width,
+            )
+        return NTMSample(images=x_all[:, 0], grid=grid, u_final=u, u=u_all, x=x_all, mu=mu,
+                         sigma=torch.exp(log_sigma), z=z, nll=nll)
 
     # ---- §6 ----
     def denoise_with_score(self, states: torch.Tensor, grid: torch.Tensor, text: TextEmbedding | None = None) -> torch.Tensor:

@@ -41,6 +41,8 @@ class NTMObjective(nn.Module):
              "bound_bits_per_dim": nll.bound_bits_per_dim.mean().detach(),
              "base": nll.base.sum(1).mean().detach() / dims, "log_sigma": nll.log_sigma.sum(1).mean().detach() / dims,
              "logdet": nll.logdet.sum(1).mean().detach() / dims, "prior": nll.prior.mean().detach() / dims}
+        if nll.has_data_bound:  # the 8-bit bound (dequantized likelihood configuration)
+            m["data_bits_per_dim"] = nll.data_bits_per_dim.mean().detach()
         if self.frozen_fm is not None and aux_weight > 0:
             grid = nll.grid
             with torch.no_grad():  # μ_FM: the frozen model's posterior mean from the same inputs

@@ -34,9 +34,14 @@ DENOISE_MODES = ("learned", "score", "none")
 
 @dataclass
 class GenerationOutput(BaseOutput):
+    """log_prob (return_log_prob=True): log p(τ) in nats of each image's sampled trajectory [B], and `nll` its
+    parts (TrajectoryNLL: bits/dim of the trajectory, the bound on x_{t_0}, the 8-bit bound where it exists)."""
+
     images: list | np.ndarray | torch.Tensor
     seconds: float
     trajectory: NTMSample | None = None
+    log_prob: torch.Tensor | None = None
+    nll: TrajectoryNLL | None = None
 
 
 class _TextToImagePipeline(DiffusionPipeline):
@@ -102,10 +107,14 @@ class NTMPipeline(_TextToImagePipeline):
     def __call__(self, prompt=None, num_inference_steps: int = 4, guidance_scale: float = 1.0,
                  temperature: float = 1.0, generator: torch.Generator | None = None, denoise: str | None = None,
                  output_type: str = "pil", return_trajectory: bool = False, num_images_per_prompt: int = 1,
-                 batch_size: int | None = None) -> GenerationOutput:
+                 batch_size: int | None = None, return_log_prob: bool = False) -> GenerationOutput:
         """denoise: 'learned' (the self-distilled denoiser on u at t_min: no inverse, no gradient), 'score'
         (Tweedie with the exact trajectory score), 'none' (x at t_min as sampled). Default: learned if the
-        folder has a denoiser, else score."""
+        folder has a denoiser, else score.
+
+        return_log_prob: the exact log p(τ) of each sampled trajectory (of the guided model when
+        guidance_scale ≠ 1), from the sampler's own z, log σ and the inverse's log-dets: no extra network pass,
+        but every step's state is inverted (the learned denoiser alone would invert none)."""
         denoise = denoise or ("learned" if self.denoiser is not None else "score")
         if denoise not in DENOISE_MODES:
             raise ValueError(f"denoise must be one of {DENOISE_MODES}, got {denoise!r}")
@@ -116,7 +125,8 @@ class NTMPipeline(_TextToImagePipeline):
         model = self.ntm
         traj = return_trajectory or denoise == "score"
         out = model.sample(n, text, num_inference_steps, guidance_scale, temperature, generator,
-                           return_trajectory=traj, invert=denoise != "learned" or traj)
+                           return_trajectory=traj, invert=denoise != "learned" or traj,
+                           return_log_prob=return_log_prob)
         if denoise == "learned":
             images = self.denoiser(out.u_final, text)
         elif denoise == "score":
@@ -125,7 +135,7 @@ class NTMPipeline(_TextToImagePipeline):
             images = out.images
         seconds = time.perf_counter() - start
         return GenerationOutput(images=self.postprocess(images, output_type), seconds=seconds,
-                                trajectory=out if return_trajectory else None)
+                                trajectory=out if return_trajectory else None, log_prob=out.log_prob, nll=out.nll)
 
     def preprocess(self, images) -> torch.Tensor:
         """Tensors in [−1, 1] pass through; PIL images, arrays or paths are converted, resized, centre-cropped."""

@@ -7,7 +7,8 @@ computed as independent sequences.
 
 Parameterised around the Gaussian posterior so that transporter = identity is exactly a Gaussian diffusion
 model: the network outputs a velocity v and a log-scale correction δ (both zero at init);
-x̂_0 = u_t − t·v,  μ = μ̃(u_t, x̂_0) = c_t u_t + c_0 x̂_0,  log σ = log σ̃(t, s) + δ.
+x̂_0 = u_t − t·v,  μ = μ̃(u_t, x̂_0) = c_t u_t + c_0 x̂_0,  log σ = ½·log(σ̃²(t, s) + σ_min²) + δ.
+σ_min (`min_sigma`) is 0 except for trajectories that end at the data (t_min = 0), whose last step has σ̃ = 0.
 The v head alone is a flow-matching model (v ≈ ε − x_0), which is what §5's initialisation relies on; with
 s_conditioning=False and markov=True the network is exactly such a velocity model v(x_t, t, c).
 """
@@ -38,6 +39,7 @@ class Predictor(ModelMixin, ConfigMixin):
         markov: bool = False,
         max_log_sigma_delta: float = 4.0,
         s_conditioning: bool = True,
+        min_sigma: float = 0.0,
     ):
         super().__init__()
         h, w = as_hw(sample_size)
@@ -103,5 +105,7 @@ class Predictor(ModelMixin, ConfigMixin):
         x0_hat = u - t[..., None, None, None] * v
         mu = c_t * u + c_0 * x0_hat
         m = self.config.max_log_sigma_delta
+        if self.config.min_sigma:
+            var = var + self.config.min_sigma**2
         log_sigma = 0.5 * torch.log(var) + m * torch.tanh(delta / m)
         return mu, log_sigma, v

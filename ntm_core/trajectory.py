@@ -27,15 +27,16 @@ def sigma(t: torch.Tensor) -> torch.Tensor:
 
 
 def time_grid(num_steps: int, t_min: float = 0.05, shift: float = 1.0, dtype=torch.float64) -> torch.Tensor:
-    """K+1 increasing times, t_0 = t_min, t_K = 1.
+    """K+1 increasing times, t_0 = t_min, t_K = 1. t_min = 0 starts the trajectory at the data itself (the
+    8-bit likelihood configuration, where the data are dequantized first).
 
     `shift` > 1 spends more steps at high noise (the SD3 / FLUX time shift s·u / (1 + (s − 1)·u)),
     applied to the uniform grid on [0, 1] before it is mapped onto [t_min, 1], so both ends stay fixed.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if not 0.0 < t_min < 1.0:
-        raise ValueError(f"t_min must lie in (0, 1), got {t_min}")
+    if not 0.0 <= t_min < 1.0:
+        raise ValueError(f"t_min must lie in [0, 1), got {t_min}")
     if shift <= 0:
         raise ValueError(f"shift must be > 0, got {shift}")
     u = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
@@ -114,20 +115,44 @@ def trajectory_covariance(grid: torch.Tensor) -> torch.Tensor:
     return S
 
 
+def dequantize(x: torch.Tensor, levels: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform dequantization of images in [−1, 1] scaling whose pixels take `levels` values (k/(levels−1) in
+    [0, 1]): x + v, v ~ U[0, 2/levels) per dimension — U[0, 1/levels) in [0, 1] scaling. The bins
+    [x, x + 2/levels) of distinct pixel values are disjoint, so for any density p on R^D
+        −log P(x) ≤ E_v[−log p(x + v)] + D·log(levels/2)   (Jensen; bin volume (2/levels)^D)."""
+    v = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    return x + v * (2.0 / levels)
+
+
 class TrajectorySchedule(SchedulerMixin, ConfigMixin):
     """The trajectory's settings, saved with a model as scheduler_config.json.
 
     t_min: the last (least noisy) time; the sampler ends there and a denoiser removes what is left.
     shift: time shift of the grid. train_num_steps: the step counts K sampled per training batch.
+    dequantize_levels: 0, or the number of pixel values of the data (256): the likelihood configuration whose
+        trajectory starts at uniformly dequantized pixels at t = 0 (needs t_min = 0), so that the trajectory
+        bound is a bound on the 8-bit data, −log P(x) (see `TrajectoryNLL.data_bits_per_dim`).
     """
 
     config_name = "scheduler_config.json"
 
     @register_to_config
-    def __init__(self, t_min: float = 0.05, shift: float = 1.0, train_num_steps: Sequence[int] = (4,)):
+    def __init__(self, t_min: float = 0.05, shift: float = 1.0, train_num_steps: Sequence[int] = (4,),
+                 dequantize_levels: int = 0):
         time_grid(1, t_min, shift)  # validates
         if not train_num_steps or any(int(k) < 1 for k in train_num_steps):
             raise ValueError(f"train_num_steps must be positive integers, got {train_num_steps}")
+        if dequantize_levels < 0 or dequantize_levels == 1:
+            raise ValueError(f"dequantize_levels must be 0 (off) or the number of pixel values, got {dequantize_levels}")
+        if dequantize_levels and t_min != 0.0:
+            raise ValueError("dequantize_levels needs t_min = 0: the 8-bit bound holds only for a trajectory that "
+                             f"starts at the dequantized data (got t_min = {t_min})")
+
+    @property
+    def dequantization_width(self) -> float:
+        """Width of a dequantization bin in [−1, 1] scaling (0 when the data are not dequantized)."""
+        levels = self.config.get("dequantize_levels", 0)
+        return 2.0 / levels if levels else 0.0
 
     def grid(self, num_steps: int, dtype=torch.float32, device=None) -> torch.Tensor:
         return time_grid(num_steps, self.config.t_min, self.config.shift).to(dtype=dtype, device=device)

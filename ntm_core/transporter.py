@@ -70,9 +70,11 @@ class FlowBlock(nn.Module):
         return self._order(u), -a.flatten(1).sum(1)
 
     def inverse(self, u, cond, ctx=None, ctx_mask=None, use_cache: bool = True):
+        """u → (x, log|det ∂u/∂x| at x): the log-det falls out of the log-scales the inverse computes anyway."""
         u = self._order(u)
         n = u.shape[1]
         xs: list[torch.Tensor] = []
+        logdet = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
         if use_cache:  # the conditioning is the same for every token: modulate once, cache keys/values
             caches = [KVCache(max_len=n) for _ in self.layers]
             mods = [layer.modulations(cond) for layer in self.layers]
@@ -88,7 +90,8 @@ class FlowBlock(nn.Module):
                 known = torch.cat(xs + [torch.zeros_like(u[:, i:])], dim=1)
                 m, a = (t[:, i : i + 1] for t in self._params_parallel(known, cond, ctx, ctx_mask))
             xs.append(u[:, i : i + 1] * torch.exp(a) + m)
-        return self._order(torch.cat(xs, dim=1))
+            logdet = logdet - a.flatten(1).sum(1)
+        return self._order(torch.cat(xs, dim=1)), logdet
 
 
 class Transporter(ModelMixin, ConfigMixin):
@@ -159,14 +162,20 @@ class Transporter(ModelMixin, ConfigMixin):
             return self._image(h, x), logdet
 
     @torch.no_grad()
-    def inverse(self, u: torch.Tensor, tau, text: TextEmbedding | None = None, use_cache: bool = True):
-        """u → x, block by block in reverse, token by token inside a block."""
+    def inverse(self, u: torch.Tensor, tau, text: TextEmbedding | None = None, use_cache: bool = True,
+                return_logdet: bool = False):
+        """u → x, block by block in reverse, token by token inside a block. With return_logdet, also
+        log|det ∂u/∂x| at the x found ([B], the forward's convention) at no extra network cost."""
         if self.is_identity:
-            return u
+            zero = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
+            return (u, zero) if return_logdet else u
         with torch.autocast(u.device.type, enabled=False):
             u = u.to(self.dtype)
+            logdet = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
             cond, ctx, ctx_mask = self._condition(tau, text, u.shape[0], u.dtype, u.device)
             h = self._tokens(u)
             for block in reversed(self.blocks):
-                h = block.inverse(h, cond, ctx, ctx_mask, use_cache=use_cache)
-            return self._image(h, u)
+                h, ld = block.inverse(h, cond, ctx, ctx_mask, use_cache=use_cache)
+                logdet = logdet + ld
+            x = self._image(h, u)
+            return (x, logdet) if return_logdet else x

@@ -31,14 +31,15 @@ def random_text(batch: int, seed: int = 0, length: int = 5) -> TextEmbedding:
 
 
 def small_ntm(*, sample_size=8, in_channels=3, patch_size=2, num_blocks=2, markov=False, text=True,
-              cross=True, t_min=0.05, seed=0, std=0.05) -> NTM:
+              cross=True, t_min=0.05, seed=0, std=0.05, min_sigma=0.0, dequantize_levels=0) -> NTM:
     torch.manual_seed(seed)
     transporter = Transporter(sample_size=sample_size, in_channels=in_channels, patch_size=patch_size,
                               num_blocks=num_blocks, layers_per_block=2, width=32, heads=4,
                               text_dim=TEXT_DIM if text else 0, text_cross_attention=cross)
     predictor = Predictor(sample_size=sample_size, in_channels=in_channels, patch_size=patch_size, width=32,
-                          depth=2, heads=4, text_dim=TEXT_DIM if text else 0, markov=markov)
-    model = NTM(transporter, predictor, TrajectorySchedule(t_min=t_min)).double()
+                          depth=2, heads=4, text_dim=TEXT_DIM if text else 0, markov=markov, min_sigma=min_sigma)
+    schedule = TrajectorySchedule(t_min=t_min, dequantize_levels=dequantize_levels)
+    model = NTM(transporter, predictor, schedule).double()
     return perturb_(model, std, seed) if std else model
 
 

@@ -40,6 +40,24 @@ def test_ntm_from_scratch(ntm_run):
     assert {"bits_per_dim", "base", "log_sigma", "logdet", "prior", "lr", "samples_per_s"} <= set(metrics(out)[0])
 
 
+def test_ntm_with_the_8bit_likelihood_configuration(tmp_path):
+    """t_min = 0 with dequantized data: trains, logs the 8-bit bound, samples, and reports the bound on uploads."""
+    folder = run_tiny(tmp_path, "objective=ntm", *STEPS, "model.schedule.t_min=0.0",
+                      "model.schedule.dequantize_levels=256", "model.predictor.min_sigma=0.02")
+    _assert_loss_falls(tmp_path)
+    rows = metrics(tmp_path)
+    # the 8-bit bound is the bound on x_{t_0} plus log2(128) bits/dim (bin width 2/256 in [−1, 1] scaling)
+    assert all(abs(m["data_bits_per_dim"] - m["bound_bits_per_dim"] - 7.0) < 1e-4 for m in rows)
+    pipe = load_pipeline(folder)
+    assert pipe.scheduler.config.t_min == 0.0 and pipe.scheduler.config.dequantize_levels == 256
+    out = pipe("a red circle", num_inference_steps=2, denoise="none", output_type="pt", return_log_prob=True,
+               generator=torch.Generator().manual_seed(0))
+    assert out.nll.has_data_bound and torch.isfinite(out.log_prob).all()
+    x = (torch.arange(3 * 16 * 16).reshape(1, 3, 16, 16) % 256).float() / 127.5 - 1  # an 8-bit image
+    (nll,) = pipe.log_likelihood(x, "a red circle", 2, generator=torch.Generator().manual_seed(0))
+    assert nll.has_data_bound and torch.isfinite(nll.data_bits_per_dim).all()
+
+
 def test_gaussian_only_ablation(tmp_path):
     folder = run_tiny(tmp_path, "objective=gauss", *STEPS)
     _assert_loss_falls(tmp_path)

@@ -23,7 +23,10 @@ def test_inverse_of_forward_is_identity(cross, use_cache):
     text = random_text(3)
     u, logdet = T(x, tau, text)
     assert (u - x).abs().max() > 0.1 and logdet.abs().min() > 0.1, "weights must make f_T far from the identity"
-    assert torch.allclose(T.inverse(u, tau, text, use_cache=use_cache), x, atol=1e-6, rtol=0)
+    back, logdet_back = T.inverse(u, tau, text, use_cache=use_cache, return_logdet=True)
+    assert torch.allclose(back, x, atol=1e-6, rtol=0)
+    # the inverse's log-det is the forward's log|det ∂u/∂x| at the recovered x (what sampling's log p uses)
+    assert torch.allclose(logdet_back, logdet, atol=1e-8, rtol=0)
     # and forward ∘ inverse = identity
     v = torch.randn_like(x)
     assert torch.allclose(T(T.inverse(v, tau, text, use_cache=use_cache), tau, text)[0], v, atol=1e-6, rtol=0)
