@@ -26,14 +26,19 @@ def generate_images(registry, prompt, model, steps, guidance, temperature, seed,
         g = torch.Generator().manual_seed(seed + i)  # one seed per image: each is reproducible on its own
         kw = dict(num_inference_steps=int(steps), guidance_scale=float(guidance), generator=g)
         if isinstance(pipe, NTMPipeline):
-            out = pipe(prompt, temperature=float(temperature), denoise=mode, **kw)
+            out = pipe(prompt, temperature=float(temperature), denoise=mode, return_log_prob=True, **kw)
+            caption = f"seed {seed + i} · {out.nll.bits_per_dim[0].item():.3f} bits/dim (trajectory)"
         else:
             out = pipe(prompt, **kw)
-        images.append((show(out.images[0]), f"seed {seed + i}"))
+            caption = f"seed {seed + i}"
+        images.append((show(out.images[0]), caption))
     dt = time.perf_counter() - start
     note = (f"**{len(images)} image(s) in {dt:.2f} s** ({dt / max(len(images), 1):.2f} s each) · "
             f"{int(steps)} steps · final step: {mode if isinstance(pipe, NTMPipeline) else 'Euler (flow matching)'}"
             f" · model `{model}` on {registry.device}")
+    if isinstance(pipe, NTMPipeline):
+        note += ("  \nUnder each image: −log₂ p(τ) / ((K+1)·D), the exact density of the sampled trajectory under the "
+                 "model that drew it (the guided one when guidance ≠ 1), from the sampler's own noise — no extra pass.")
     return images, note, seed
 
 

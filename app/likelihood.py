@@ -1,21 +1,37 @@
 """Likelihood: exact trajectory log-likelihoods (bits/dim) of generated images of a prompt, and of an uploaded
-image under one or several prompts (a ranking of the prompts = zero-shot classification), with per-step parts,
-the spread over several sampled forward trajectories, and CSV downloads."""
+image under one or several prompts (a ranking of the prompts = zero-shot classification, with ties called as
+such), its bits/dim against the model's in-distribution histogram with a verdict, per-step parts, the spread over
+several sampled forward trajectories, and CSV downloads. Every number names its density."""
 from __future__ import annotations
 
+import json
+import math
+import os
 import tempfile
 
 import gradio as gr
+import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import torch
+
+from ntm_core.pipeline import LIKELIHOOD_REFERENCE
 
 from analysis.figures import distribution_figure, nll_parts_figure, nll_parts_table, ranking_figure
 
 from .widgets import EXAMPLE_PROMPTS, gpu, model_picker, show, user_errors
 
-EXPLAIN = ("**bits/dim (trajectory)**: −log₂ p(τ) / ((K+1)·D), the exact density of the whole forward trajectory "
-           "τ = (x_{t_0}, …, x_1) sampled from the image. **bound bits/dim**: the variational upper bound on "
-           "−log₂ p(x_{t_0}) per image dimension (D = C·H·W, images scaled to [−1, 1]). Lower is more likely.")
+EXPLAIN = (
+    "Three densities, three numbers (lower = more likely; D = C·H·W image dimensions):\n"
+    "- **trajectory bits/dim** — −log₂ p(τ) / ((K+1)·D): the *exact* density of the whole forward trajectory "
+    "τ = (x_{t_0}, …, x_1) drawn from the image.\n"
+    "- **bound on x_{t_0}** — −log₂ p(x_{t_0}) ≤ (−log p(τ) + log q(x_{t_1..t_K} | x_{t_0})) / (D ln 2): the image "
+    "noised to t_min, a continuous density in [−1, 1] scaling (negative values are normal). Compare it only "
+    "between images and prompts of one model.\n"
+    "- **8-bit bound** (models trained in the 8-bit configuration, t_min = 0): −log₂ P(x) ≤ E_v[bound on x + v] + "
+    "log₂ 128, v ~ U[0, 2/256) per pixel in [−1, 1] scaling — the bits/dim of RealNVP (1.06 on MNIST), Glow (1.05), "
+    "FFJORD (0.99).")
+TIE_SE = 2.0  # a candidate within this many standard errors of the best one is a tie
 
 
 def _csv(df: pd.DataFrame, stem: str) -> str:
@@ -29,8 +45,71 @@ def _rows(results, labels) -> pd.DataFrame:
     rows = []
     for j, nll in enumerate(results):
         for i, label in enumerate(labels):
-            rows.append({"item": label, "trajectory": j + 1, "bits/dim (trajectory)": nll.bits_per_dim[i].item(),
-                         "bound bits/dim": nll.bound_bits_per_dim[i].item()})
+            row = {"item": label, "trajectory": j + 1, "bits/dim (trajectory)": nll.bits_per_dim[i].item(),
+                   "bound bits/dim on x_t0": nll.bound_bits_per_dim[i].item()}
+            if nll.has_data_bound:
+                row["8-bit bound bits/dim"] = nll.data_bits_per_dim[i].item()
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_reference(folder: str | None) -> dict | None:
+    """The model's in-distribution bits/dim (null prompt), bundled in its folder; None if it has none."""
+    path = os.path.join(folder, LIKELIHOOD_REFERENCE) if folder else None  # analysis.likelihood_reference
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        ref = json.load(f)
+    return ref if ref.get("values") else None
+
+
+def verdict(value: float, reference: list[float]) -> tuple[float, str]:
+    """(percentile of `value` among the reference values, plain words)."""
+    ref = np.asarray(reference)
+    pct = float((ref < value).mean() * 100)
+    lo, hi = np.percentile(ref, [1, 99])
+    if value > hi:
+        far = (value - np.median(ref)) / max(float(np.std(ref)), 1e-9)
+        return pct, (f"**unusual for this model** — less likely than 99 % of its in-distribution images "
+                     f"({far:.0f} σ above their median)")
+    if value < lo:
+        return pct, ("**unusually likely** — more likely than 99 % of its in-distribution images "
+                     "(often a near-empty image)")
+    return pct, "**typical** — inside the range of the model's in-distribution images"
+
+
+def reference_figure(reference: dict, value: float) -> go.Figure:
+    fig = go.Figure()
+    fig.add_histogram(x=reference["values"], nbinsx=40, name="in-distribution images", marker_color="#8fa8c8")
+    fig.add_vline(x=value, line_color="crimson", line_width=3, annotation_text="your image",
+                  annotation_position="top")
+    fig.update_layout(title=f"Null-prompt bound on x_t0, bits/dim: your image vs {len(reference['values'])} "
+                            f"{reference.get('source', 'in-distribution images')}",
+                      xaxis_title="bound bits/dim on x_t0 (lower = more likely)", yaxis_title="images",
+                      showlegend=False, height=340, margin=dict(l=40, r=20, t=60, b=40))
+    return fig
+
+
+def rank_candidates(scores: torch.Tensor, candidates: list[str]) -> pd.DataFrame:
+    """scores [P, T] (bits/dim, shared trajectories) → ranking with the paired difference to the best prompt and
+    whether it is within noise of it (|Δ| < TIE_SE standard errors of the paired difference over trajectories)."""
+    mean = scores.mean(1)
+    order = mean.argsort().tolist()
+    best = order[0]
+    t = scores.shape[1]
+    rows = []
+    for r, i in enumerate(order):
+        diff = scores[i] - scores[best]
+        se = diff.std().item() / math.sqrt(t) if t > 1 else float("nan")
+        if i == best:
+            call = "most likely"
+        elif t < 2:
+            call = "can't tell (use ≥ 2 trajectories)"
+        else:
+            call = "tie with the best (within noise)" if diff.mean().item() < TIE_SE * se else "less likely"
+        rows.append({"rank": r + 1, "prompt": candidates[i], "bits/dim": mean[i].item(),
+                     "bits/dim std": scores[i].std().item() if t > 1 else float("nan"),
+                     "Δ vs best": diff.mean().item(), "Δ std error": se, "verdict": call})
     return pd.DataFrame(rows)
 
 
@@ -52,7 +131,8 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
     fig_parts = nll_parts_figure(results[0], 0, f"Per-step parts, image 1, trajectory 1 (K = {int(steps)})")
     fig_dist = distribution_figure(df, "item", "bits/dim (trajectory)",
                                    f"Over {int(trajectories)} forward trajectories per image")
-    summary = df.groupby("item", sort=False)[["bits/dim (trajectory)", "bound bits/dim"]].agg(["mean", "std"])
+    cols = [c for c in ("bits/dim (trajectory)", "bound bits/dim on x_t0", "8-bit bound bits/dim") if c in df]
+    summary = df.groupby("item", sort=False)[cols].agg(["mean", "std"])
     summary.columns = [" ".join(c) for c in summary.columns]
     return gallery, fig_parts, fig_dist, summary.reset_index().round(4), _csv(df, "likelihood-generated")
 
@@ -69,19 +149,51 @@ def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, 
     path = upload if isinstance(upload, str) else getattr(upload, "name", upload)
     x = pipe.preprocess([path])  # raises a clear ValueError for anything that is not a readable image
     seen = show(((x[0] + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy(), 192)
-    # the same forward trajectories for every prompt (same seed): differences come from the prompts alone
-    loop = progress.tqdm(candidates, desc="scoring prompts") if progress is not None else candidates
-    per_prompt = {p: pipe.log_likelihood(x, p, int(steps), int(trajectories), torch.Generator().manual_seed(int(seed)))
-                  for p in loop}
-    df = pd.concat([_rows(res, [p]) for p, res in per_prompt.items()], ignore_index=True)
-    rank = (df.groupby("item", sort=False)["bits/dim (trajectory)"].agg(["mean", "std"]).reset_index()
-            .rename(columns={"item": "prompt", "mean": "bits/dim", "std": "bits/dim std"}).sort_values("bits/dim"))
-    rank.insert(0, "rank", range(1, len(rank) + 1))
+    steps, trajectories = int(steps), int(trajectories)
+    if progress is not None:
+        progress(0.1, desc=f"scoring {len(candidates)} prompts × {trajectories} trajectories")
+    # the same forward trajectories for every prompt: differences come from the prompts alone
+    scores = pipe.prompt_nll(x, candidates, steps, trajectories, torch.Generator().manual_seed(int(seed)))[0]
+    rank = rank_candidates(scores, candidates)
     best = rank.iloc[0]["prompt"]
+    df = pd.DataFrame([{"item": p, "trajectory": j + 1, "bound bits/dim on x_t0": scores[i, j].item()}
+                       for i, p in enumerate(candidates) for j in range(trajectories)])
     fig_rank = ranking_figure(rank, "prompt", "bits/dim", "Candidate prompts, most likely first")
-    fig_parts = nll_parts_figure(per_prompt[best][0], 0, "Per-step parts, most likely prompt (trajectory 1)")
-    parts = nll_parts_table(per_prompt[best][0]).round(4)
-    return seen, fig_rank, fig_parts, rank.round(4), parts, _csv(df, "likelihood-upload")
+    if progress is not None:
+        progress(0.7, desc="per-step parts and the in-distribution check")
+    (best_nll,) = pipe.log_likelihood(x, best, steps, 1, torch.Generator().manual_seed(int(seed)))
+    fig_parts = nll_parts_figure(best_nll, 0, "Per-step parts, most likely prompt (trajectory 1)")
+    parts = nll_parts_table(best_nll).round(4)
+    note = _ranking_note(rank)
+    ref = load_reference(registry.folder(model))
+    if ref is None:
+        fig_ref = go.Figure().update_layout(title="No in-distribution reference bundled with this model", height=200)
+        note += "\n\nThis model has no in-distribution reference, so no verdict on how typical the image is."
+    else:
+        g = torch.Generator().manual_seed(int(seed))
+        null = pipe.ntm.nll(x, pipe.null_text(x.shape[0]), int(ref["steps"]), g)
+        value = null.bound_bits_per_dim[0].item()
+        pct, words = verdict(value, ref["values"])
+        fig_ref = reference_figure(ref, value)
+        note += (f"\n\n**In-distribution check** (null prompt, K = {ref['steps']}): {value:.3f} bits/dim on x_t0, "
+                 f"above {pct:.0f} % of {len(ref['values'])} {ref.get('source', 'in-distribution images')} — {words}.")
+    return seen, note, fig_rank, fig_ref, fig_parts, rank.round(4), parts, _csv(df, "likelihood-upload")
+
+
+def _ranking_note(rank: pd.DataFrame) -> str:
+    best = rank.iloc[0]
+    ties = rank[rank["verdict"].str.startswith("tie")]["prompt"].tolist()
+    if len(rank) == 1:
+        return f"One candidate: **{best['prompt']}** at {best['bits/dim']:.3f} bits/dim (bound on x_t0)."
+    if rank["verdict"].str.startswith("can't tell").any():
+        return (f"Most likely: **{best['prompt']}**. With one trajectory the ranking cannot tell a win from noise: "
+                "raise *Forward trajectories* to 2 or more.")
+    if ties:
+        return (f"**No clear winner**: {', '.join(repr(t) for t in ties)} "
+                f"{'is' if len(ties) == 1 else 'are'} within noise of **{best['prompt']}** "
+                f"(Δ < {TIE_SE:g} standard errors over the forward trajectories).")
+    return (f"Most likely: **{best['prompt']}**, ahead of the next by {rank.iloc[1]['Δ vs best']:.4f} bits/dim "
+            f"({rank.iloc[1]['Δ vs best'] / rank.iloc[1]['Δ std error']:.1f} standard errors).")
 
 
 def build(registry):
@@ -130,10 +242,12 @@ def build(registry):
                     go_u = gr.Button("Rank prompts by likelihood", variant="primary", elem_id="lik-button")
                 with gr.Column(scale=3):
                     seen = gr.Image(label="As the model sees it", height=200, elem_id="lik-seen")
+                    note_u = gr.Markdown(elem_id="lik-note")
                     rank = gr.Dataframe(label="Ranking (zero-shot classification)", interactive=False)
             with gr.Row():
-                rank_fig = gr.Plot()
-                parts_u = gr.Plot()
+                rank_fig = gr.Plot(label="Ranking")
+                ref_fig = gr.Plot(label="Against the model's in-distribution images")
+            parts_u = gr.Plot(label="Per-step parts")
             parts_table = gr.Dataframe(label="Per-step parts for the best prompt (bits/dim)", interactive=False)
             csv_u = gr.File(label="All results (CSV)")
 
@@ -143,5 +257,5 @@ def build(registry):
                 return likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, seed, progress)
 
             go_u.click(run_upload, [upload, prompts, model_u, steps_u, traj_u, seed_u],
-                       [seen, rank_fig, parts_u, rank, parts_table, csv_u], api_name="likelihood")
+                       [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u], api_name="likelihood")
     return model_g, model_u

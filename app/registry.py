@@ -66,6 +66,9 @@ class Registry:
         labels = self.choices(kind)
         return DEFAULT_MODEL if DEFAULT_MODEL in labels else (labels[0] if labels else None)
 
+    def folder(self, label: str) -> str | None:
+        return discover().get(label) if label else None
+
     def get(self, label: str):
         folder = discover().get(label) if label else None
         if folder is None:

@@ -257,7 +257,7 @@ class NTM(nn.Module):
         u_all = torch.stack(us[::-1], dim=1)  # grid order
         x_all, logdet = self.transporter.inverse(u_all.flatten(0, 1), grid.repeat(batch_size),
                                                  _repeat(text, num_steps + 1), return_logdet=True)
-        x_all, logdet = x_all.unflatten(0, (batch_size, num_steps + 1)), logdet.unflatten(0, (batch_size, num_steps + 1))
+        x_all, logdet = (v.unflatten(0, (batch_size, num_steps + 1)) for v in (x_all, logdet))
         mu, log_sigma, z = torch.stack(mus, 1), torch.stack(log_sigmas, 1), torch.stack(zs, 1)
         nll = None
         if return_log_prob:

@@ -26,10 +26,11 @@ from .flow_matching import euler_sample, gaussian_sample
 from .model import NTM, NTMSample, TrajectoryNLL
 from .predictor import Predictor
 from .text import get_text_encoder
-from .trajectory import TrajectorySchedule, time_grid
+from .trajectory import TrajectorySchedule, dequantize, sample_trajectory, time_grid
 from .transporter import Transporter, as_hw
 
 DENOISE_MODES = ("learned", "score", "none")
+LIKELIHOOD_REFERENCE = "likelihood_reference.json"  # optional: a model's in-distribution bits/dim, for the app
 
 
 @dataclass
@@ -82,6 +83,12 @@ class _TextToImagePipeline(DiffusionPipeline):
         text = self.text_encoder.encode(prompts)
         dtype = next(self.predictor.parameters()).dtype
         return text.to(device=self.device, dtype=dtype), len(prompts)
+
+    def null_text(self, batch_size: int) -> TextEmbedding | None:
+        """The null prompt ("no text", the unconditional model) for a batch; None for unconditional models."""
+        if not self.text_dim:
+            return None
+        return self.encode_prompt(["null"] * batch_size)[0].null()  # the shapes the networks expect, all masked
 
     def postprocess(self, images: torch.Tensor, output_type: str):
         if output_type not in ("pil", "np", "pt"):
@@ -163,6 +170,42 @@ class NTMPipeline(_TextToImagePipeline):
         if n != x.shape[0]:
             raise ValueError(f"{x.shape[0]} images but {n} prompts")
         return [self.ntm.nll(x, text, num_inference_steps, generator) for _ in range(num_trajectories)]
+
+
+    @torch.no_grad()
+    def prompt_nll(self, images, prompts: list[str], num_inference_steps: int = 4, num_trajectories: int = 1,
+                   generator: torch.Generator | None = None, batch_size: int = 256) -> torch.Tensor:
+        """Zero-shot scores: the bound on −log₂ p(x_{t_0} | prompt) per dimension of every image under every
+        candidate prompt, [N images, P prompts, T trajectories]. Each forward trajectory is drawn once per image
+        and scored under every prompt (common random numbers), so differences between prompts come from the
+        prompts alone; by Bayes' rule with a uniform prior, the most likely prompt has the lowest value."""
+        x = self.preprocess(images)
+        if not self.text_dim:
+            raise ValueError("this model is unconditional: there are no prompts to rank")
+        if not prompts:
+            raise ValueError("give at least one candidate prompt")
+        text = self.encode_prompt(list(prompts))[0]  # [P]
+        model = self.ntm
+        grid = self.scheduler.grid(num_inference_steps, dtype=x.dtype, device=x.device)
+        levels, width = self.scheduler.config.dequantize_levels, self.scheduler.dequantization_width
+        n, p = x.shape[0], len(prompts)
+        out = torch.empty(n, p, num_trajectories)
+        per = max(1, batch_size // p)  # images per forward call (each repeated for every prompt)
+        for j in range(num_trajectories):
+            x0 = dequantize(x, levels, generator) if levels else x
+            states = sample_trajectory(x0, grid, generator)  # one trajectory per image, shared by all prompts
+            for i in range(0, n, per):
+                s = states[i : i + per]
+                b = s.shape[0]
+                nll = model.trajectory_nll(s.repeat_interleave(p, 0), grid, _tile(text, b),
+                                           dequantization_width=width)
+                out[i : i + b, :, j] = nll.bound_bits_per_dim.reshape(b, p).float().cpu()
+        return out
+
+
+def _tile(text: TextEmbedding, times: int) -> TextEmbedding:
+    """[P] prompts → [times·P], prompt-major within each repetition (image i's P rows are contiguous)."""
+    return TextEmbedding.cat([text] * times)
 
 
 def _pil(arr: np.ndarray):

@@ -85,6 +85,18 @@ def sample_trajectory(x0: torch.Tensor, grid: torch.Tensor, generator: torch.Gen
     return torch.stack(states, dim=1)
 
 
+def continue_trajectory(x_start: torch.Tensor, grid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A forward trajectory from a given state x_{t_0} = x_start (not from x_0): states [B, K+1, ...], state 0 is
+    x_start and state k follows the Markov kernel from state k − 1. Fresh x_{t_1..t_K} for the same x_{t_0}."""
+    grid = grid.to(x_start)
+    states = [x_start]
+    for k in range(1, grid.numel()):
+        a_ts, var_ts = kernel(grid[k], grid[k - 1])
+        noise = torch.randn(x_start.shape, generator=generator, dtype=x_start.dtype, device="cpu").to(x_start.device)
+        states.append(a_ts * states[-1] + var_ts.sqrt() * noise)
+    return torch.stack(states, dim=1)
+
+
 def forward_log_prob(states: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """log q(x_{t_1..t_K} | x_{t_0}) of given states [B, K+1, ...], summed over dims: [B]."""
     grid = grid.to(states)
@@ -143,7 +155,8 @@ class TrajectorySchedule(SchedulerMixin, ConfigMixin):
         if not train_num_steps or any(int(k) < 1 for k in train_num_steps):
             raise ValueError(f"train_num_steps must be positive integers, got {train_num_steps}")
         if dequantize_levels < 0 or dequantize_levels == 1:
-            raise ValueError(f"dequantize_levels must be 0 (off) or the number of pixel values, got {dequantize_levels}")
+            raise ValueError(f"dequantize_levels must be 0 (off) or the number of pixel values, "
+                             f"got {dequantize_levels}")
         if dequantize_levels and t_min != 0.0:
             raise ValueError("dequantize_levels needs t_min = 0: the 8-bit bound holds only for a trajectory that "
                              f"starts at the dequantized data (got t_min = {t_min})")

@@ -14,9 +14,25 @@ def client(tmp_path_factory):
     from gradio_client import Client
 
     root = tmp_path_factory.mktemp("client")
-    srv = AppServer(make_models(str(root)), str(root))
+    models = make_models(str(root))
+    _write_reference(models)
+    srv = AppServer(models, str(root))
     yield Client(srv.url, verbose=False)
     srv.stop()
+
+
+def _write_reference(folder):
+    """The in-distribution reference the app reads, built the way analysis.likelihood_reference builds it."""
+    import json
+
+    from analysis.likelihood_reference import images, reference
+    from ntm_core.pipeline import LIKELIHOOD_REFERENCE, load_pipeline
+
+    pipe = load_pipeline(folder)
+    x, source = images("shapes", 48, 16, 3, "", 0)
+    values = reference(pipe, x, 4, 0).tolist()
+    with open(f"{folder}/{LIKELIHOOD_REFERENCE}", "w") as f:
+        json.dump({"steps": 4, "source": source, "values": values}, f)
 
 
 def _generate(client, seed, final="learned denoiser (fast)", count=2):
@@ -32,6 +48,8 @@ def _pixels(item):
 def test_generate_returns_images_and_is_seed_reproducible(client):
     gallery, info, seed = _generate(client, 7)
     assert len(gallery) == 2 and seed == 7 and "2 image(s)" in info
+    captions = [item["caption"] for item in gallery]
+    assert all("bits/dim (trajectory)" in c for c in captions), captions  # log p beside each image
     again, _, _ = _generate(client, 7)
     other, _, _ = _generate(client, 8)
     assert np.array_equal(_pixels(gallery[0]), _pixels(again[0]))
@@ -46,18 +64,21 @@ def test_likelihood_of_an_uploaded_png(client, tmp_path):
     arr = np.zeros((50, 70, 3), np.uint8)
     arr[10:30, 20:40] = (0, 0, 255)
     Image.fromarray(arr).save(tmp_path / "up.png")
-    seen, _, _, rank, parts, csv = client.predict(handle_file(str(tmp_path / "up.png")),
-                                                  "a blue square\na red circle\nthree green triangles", "testmodel",
-                                                  4, 3, 0, api_name="/likelihood")
+    seen, note, _, _, _, rank, parts, csv = client.predict(
+        handle_file(str(tmp_path / "up.png")), "a blue square\na red circle\nthree green triangles", "testmodel",
+        4, 3, 0, api_name="/likelihood")
     prompts = [row[1] for row in rank["data"]]
     assert sorted(prompts) == sorted(["a blue square", "a red circle", "three green triangles"])
     bpd = [row[2] for row in rank["data"]]
     assert bpd == sorted(bpd) and all(np.isfinite(bpd))
+    assert rank["data"][0][-1] == "most likely"
+    assert all(row[-1] in ("less likely", "tie with the best (within noise)") for row in rank["data"][1:])
+    assert "In-distribution check" in note and any(w in note for w in ("typical", "unusual"))
     assert [row[0] for row in parts["data"]][-1] == "prior" and len(parts["data"]) == 5
     import pandas as pd
 
     df = pd.read_csv(csv if isinstance(csv, str) else csv["path"])
-    assert len(df) == 3 * 3 and {"item", "trajectory", "bits/dim (trajectory)"} <= set(df.columns)
+    assert len(df) == 3 * 3 and {"item", "trajectory", "bound bits/dim on x_t0"} <= set(df.columns)
 
 
 def test_corrupt_upload_is_a_clear_error(client, tmp_path):

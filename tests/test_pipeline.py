@@ -89,3 +89,39 @@ def test_loads_offline_in_a_fresh_process(pipe, tmp_path):
                  generator=torch.Generator().manual_seed(0)).images.sum().item()
     assert float(out.stdout.strip().splitlines()[-1]) == pytest.approx(local, rel=1e-6)
     assert not [f for _, _, fs in os.walk(tmp_path) for f in fs if f.endswith((".bin", ".pt", ".pkl"))]
+
+
+def test_log_prob_with_every_sample(pipe):
+    """pipe(..., return_log_prob=True): log p(τ) of each sampled trajectory equals the exact NLL re-evaluated on
+    the returned trajectory (the guided density when guidance ≠ 1), and asking for it changes no image."""
+    g = lambda: torch.Generator().manual_seed(11)  # noqa: E731
+    prompts = ["a red circle", "two green triangles"]
+    for guidance in (1.0, 3.0):
+        out = pipe(prompts, num_inference_steps=3, guidance_scale=guidance, generator=g(), denoise="learned",
+                   output_type="pt", return_log_prob=True, return_trajectory=True)
+        plain = pipe(prompts, num_inference_steps=3, guidance_scale=guidance, generator=g(), denoise="learned",
+                     output_type="pt")
+        assert torch.equal(out.images, plain.images) and plain.log_prob is None
+        text = pipe.encode_prompt(prompts)[0]
+        ref = pipe.ntm.trajectory_nll(out.trajectory.x, out.trajectory.grid, text, guidance_scale=guidance)
+        assert out.log_prob.shape == (2,)
+        assert ((out.log_prob + ref.total).abs() / ref.total.abs()).max() < 1e-4
+
+
+def test_prompt_nll_shares_trajectories_across_prompts(pipe):
+    from ntm_core.trajectory import sample_trajectory
+
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    prompts = ["a red circle", "a blue square", "two green triangles"]
+    scores = pipe.prompt_nll(x, prompts, 2, num_trajectories=2, generator=torch.Generator().manual_seed(5))
+    assert scores.shape == (3, 3, 2)
+    small = pipe.prompt_nll(x, prompts, 2, num_trajectories=2, generator=torch.Generator().manual_seed(5),
+                            batch_size=2)  # other batching, same numbers
+    assert torch.allclose(scores, small, atol=1e-5)
+    g = torch.Generator().manual_seed(5)
+    grid = pipe.scheduler.grid(2)
+    states = sample_trajectory(x, grid, g)  # the first trajectory draw, scored under prompt 1 alone
+    ref = pipe.ntm.trajectory_nll(states, grid, pipe.encode_prompt([prompts[1]] * 3)[0]).bound_bits_per_dim
+    assert torch.allclose(scores[:, 1, 0], ref, atol=1e-5)
+    with pytest.raises(ValueError, match="candidate"):
+        pipe.prompt_nll(x, [], 2)
