@@ -11,10 +11,10 @@ import torch
 
 from ntm_core.model import NTM
 from ntm_core.predictor import Predictor
-from ntm_core.trajectory import TrajectorySchedule
+from ntm_core.trajectory import TrajectorySchedule, dequantize
 from ntm_core.transporter import Transporter
 
-from .conftest import perturb_, small_ntm
+from .conftest import random_text, small_ntm
 
 LEVELS = 16  # pixel values −1 + 2k/15 in model scaling; bins of width 2/16
 
@@ -64,10 +64,9 @@ def test_dequantization_stays_in_the_bin_and_follows_the_generator():
     a = model.nll(x, num_steps=2, generator=torch.Generator().manual_seed(5))
     b = model.nll(x, num_steps=2, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a.total, b.total)
-    # x_{t_0} of the trajectory that was scored is x + v, v in [0, 2/L): recover it from forward_log_q's inputs
-    from ntm_core.trajectory import dequantize
-    y = dequantize(x, LEVELS, torch.Generator().manual_seed(5))
-    assert (y >= x).all() and (y < x + 2.0 / LEVELS).all() and y.std() > 0.1
+    y = dequantize(x, LEVELS, torch.Generator().manual_seed(5))  # uniform over the pixel's bin [x, x + 2/L)
+    width = 2.0 / LEVELS
+    assert (y >= x).all() and (y < x + width).all() and abs(y.std().item() - width / math.sqrt(12)) < 0.1 * width
 
 
 def test_configuration_errors():
@@ -77,25 +76,19 @@ def test_configuration_errors():
     p = Predictor(sample_size=2, in_channels=1, patch_size=1, width=16, depth=1, heads=2)
     with pytest.raises(ValueError, match="min_sigma"):
         NTM(t, p, TrajectorySchedule(t_min=0.0, dequantize_levels=256))
-    nll = small_ntm().nll(torch.zeros(2, 3, 8, 8, dtype=torch.float64), random_text_or_none(), 2)
+    nll = small_ntm().nll(torch.zeros(2, 3, 8, 8, dtype=torch.float64), random_text(2), 2)
     assert not nll.has_data_bound
     with pytest.raises(ValueError, match="8-bit"):
         nll.data_bits_per_dim
 
 
-def random_text_or_none():
-    from .conftest import random_text
+def test_models_without_dequantization_score_the_data_as_given():
+    """t_min > 0 models are untouched by the 8-bit configuration: no dequantization noise enters the trajectory."""
+    from ntm_core.trajectory import sample_trajectory
 
-    return random_text(2)
-
-
-def test_gaussian_noise_only_model_keeps_its_old_bound_without_dequantization():
-    """t_min > 0 models are untouched by the new configuration: same numbers with the same generator."""
     model = small_ntm()
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64) * 2 - 1
-    from .conftest import random_text
-
     a = model.nll(x, random_text(2), 3, torch.Generator().manual_seed(0))
-    perturb_(model, 0.0)
-    b = model.nll(x, random_text(2), 3, torch.Generator().manual_seed(0))
-    assert torch.equal(a.bound_bits_per_dim, b.bound_bits_per_dim) and a.dequantization_width == 0.0
+    grid = model.schedule.grid(3, dtype=torch.float64)
+    b = model.trajectory_nll(sample_trajectory(x, grid, torch.Generator().manual_seed(0)), grid, random_text(2))
+    assert torch.equal(a.total, b.total) and a.dequantization_width == 0.0
