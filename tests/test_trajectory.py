@@ -20,9 +20,11 @@ def test_shift_spends_steps_at_high_noise():
 
 
 def test_bad_grid_arguments_raise():
-    for kwargs in ({"num_steps": 0}, {"num_steps": 4, "t_min": 0.0}, {"num_steps": 4, "shift": -1.0}):
+    for kwargs in ({"num_steps": 0}, {"num_steps": 4, "t_min": -0.1}, {"num_steps": 4, "t_min": 1.0},
+                   {"num_steps": 4, "shift": -1.0}):
         with pytest.raises(ValueError):
             time_grid(**kwargs)
+    assert time_grid(4, t_min=0.0)[0] == 0.0  # the 8-bit configuration starts the trajectory at the data
 
 
 def test_posterior_equals_gaussian_conditioning():
