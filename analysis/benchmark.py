@@ -55,12 +55,17 @@ def images_per_second(pipe, steps, denoise, guidance, repeats: int = 3, batch: i
     return batch / float(np.median(secs))
 
 
-def heldout_trajectory_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0):
-    """Exact NLL of one seeded forward trajectory per held-out shapes image (the first n of the test split)."""
+def heldout_images(n: int = 64) -> tuple[torch.Tensor, list[str]]:
+    """The first n held-out shapes images (test split, fixed seed) and their captions."""
     ds = ShapesDataset("test", seed=1234)
     items = [ds[i] for i in range(n)]
-    x = torch.stack([it["image"] for it in items])
-    return pipe.log_likelihood(x, [it["caption"] for it in items], steps, 1, torch.Generator().manual_seed(seed))[0]
+    return torch.stack([it["image"] for it in items]), [it["caption"] for it in items]
+
+
+def heldout_trajectory_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0):
+    """Exact NLL of one seeded forward trajectory per held-out shapes image (the first n of the test split)."""
+    x, captions = heldout_images(n)
+    return pipe.log_likelihood(x, captions, steps, 1, torch.Generator().manual_seed(seed))[0]
 
 
 def heldout_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0) -> dict:

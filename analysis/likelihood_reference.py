@@ -41,6 +41,20 @@ def reference(pipe: NTMPipeline, x: torch.Tensor, steps: int, seed: int, batch: 
     return torch.cat(out).numpy()
 
 
+def write_reference(folder: str, pipe: NTMPipeline, data: str, n: int, steps: int, seed: int,
+                    mnist_root: str = "", command: str = "") -> np.ndarray:
+    """Score n in-distribution images and write the reference JSON into the model folder; returns the values."""
+    c, h, _ = pipe.sample_shape
+    x, source = images(data, n, h, c, mnist_root, seed)
+    values = reference(pipe, x, steps, seed)
+    out = {"density": "null-prompt bound on -log2 p(x_t0) per dimension, [-1, 1] scaling, 1 forward trajectory",
+           "steps": steps, "source": source, "n": int(len(values)), "command": command,
+           "values": [round(float(v), 5) for v in values]}
+    with open(os.path.join(folder, LIKELIHOOD_REFERENCE), "w") as f:
+        json.dump(out, f, indent=1)
+    return values
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -53,17 +67,10 @@ def main() -> None:
     pipe = load_pipeline(a.model)
     if not isinstance(pipe, NTMPipeline):
         raise SystemExit("--model must be an NTM folder")
-    c, h, _ = pipe.sample_shape
-    x, source = images(a.data, a.n, h, c, a.mnist, a.seed)
-    values = reference(pipe, x, a.steps, a.seed)
-    out = {"density": "null-prompt bound on -log2 p(x_t0) per dimension, [-1, 1] scaling, 1 forward trajectory",
-           "steps": a.steps, "source": source, "n": int(len(values)),
-           "command": "python -m analysis.likelihood_reference " + " ".join(sys.argv[1:]),
-           "values": [round(float(v), 5) for v in values]}
-    with open(os.path.join(a.model, LIKELIHOOD_REFERENCE), "w") as f:
-        json.dump(out, f, indent=1)
+    values = write_reference(a.model, pipe, a.data, a.n, a.steps, a.seed, a.mnist,
+                             "python -m analysis.likelihood_reference " + " ".join(sys.argv[1:]))
     q = np.percentile(values, [1, 50, 99])
-    print(f"{a.model}: {len(values)} {source}, bits/dim 1/50/99 % = {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}")
+    print(f"{a.model}: {len(values)} values, bits/dim 1/50/99 % = {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}")
 
 
 if __name__ == "__main__":

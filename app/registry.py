@@ -70,7 +70,7 @@ class Registry:
         return discover().get(label) if label else None
 
     def get(self, label: str):
-        folder = discover().get(label) if label else None
+        folder = self.folder(label)
         if folder is None:
             raise ValueError(f"no model named {label!r}; pick one from the list")
         with self._lock:

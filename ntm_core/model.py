@@ -132,7 +132,7 @@ class NTM(nn.Module):
         if as_hw(tc.sample_size) != as_hw(pc.sample_size) or tc.in_channels != pc.in_channels:
             raise ValueError(f"transporter and predictor disagree on the state shape: "
                              f"{tc.in_channels}x{as_hw(tc.sample_size)} vs {pc.in_channels}x{as_hw(pc.sample_size)}")
-        if schedule.config.t_min == 0.0 and not pc.get("min_sigma", 0.0):
+        if schedule.config.t_min == 0.0 and not pc.min_sigma:
             raise ValueError("a trajectory that ends at the data (t_min = 0) needs a predictor with min_sigma > 0: "
                              "the Gaussian posterior of its last step has σ = 0")
         self.transporter = transporter
@@ -180,32 +180,43 @@ class NTM(nn.Module):
             mu, log_sigma = _guide(mu, log_sigma, guidance_scale)
         mu, log_sigma = mu.to(tgt.dtype), log_sigma.to(tgt.dtype)  # the density in full precision under autocast
         z = (tgt - mu) * torch.exp(-log_sigma)
-        x1 = states[:, -1].flatten(1)
+        return self._assemble(z, log_sigma, logdet[:, :-1].flip(1), states[:, -1], states, grid,
+                              dequantization_width, mu=mu, u_src=src)
+
+    @staticmethod
+    def _assemble(z, log_sigma, logdet, x1, states, grid, dequantization_width, **extra) -> TrajectoryNLL:
+        """−log p(τ)'s parts from each step's standard-normal z and log σ ([B, K, ...], sampling order), the
+        log-dets at the targets ([B, K]), the state at t = 1 and the x-space trajectory (grid order): shared by the
+        evaluation and the sampler, so both assemble the density the same way."""
+        x1 = x1.flatten(1)
         dim = x1.shape[1]
         return TrajectoryNLL(
             base=0.5 * z.flatten(2).pow(2).sum(-1),
             log_sigma=log_sigma.flatten(2).sum(-1),
-            logdet=logdet[:, :-1].flip(1),
+            logdet=logdet,
             prior=0.5 * x1.pow(2).sum(1) + 0.5 * dim * LOG_2PI,
             forward_log_q=forward_log_prob(states, grid),
             dim=dim,
             grid=grid,
-            mu=mu,
-            u_src=src,
             dequantization_width=dequantization_width,
+            **extra,
         )
 
-    def nll(self, x0: torch.Tensor, text: TextEmbedding | None = None, num_steps: int = 4,
-            generator: torch.Generator | None = None) -> TrajectoryNLL:
-        """NLL of forward trajectories sampled from data x0 [B, C, H, W] (the training loss is its mean).
-
-        Under a schedule with dequantize_levels, x0 (8-bit images in [−1, 1]) is dequantized first, with the
-        same generator, and the result carries the 8-bit bound (`data_bits_per_dim`)."""
+    def forward_trajectory(self, x0: torch.Tensor, num_steps: int = 4,
+                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states [B, K+1, ...], grid): a forward trajectory from data x0 under this model's schedule. Under
+        dequantize_levels, x0 (8-bit images in [−1, 1]) is dequantized first, with the same generator."""
         grid = self.schedule.grid(num_steps, dtype=x0.dtype, device=x0.device)
         levels = self.schedule.config.dequantize_levels
         if levels:
             x0 = dequantize(x0, levels, generator)
-        states = sample_trajectory(x0, grid, generator)
+        return sample_trajectory(x0, grid, generator), grid
+
+    def nll(self, x0: torch.Tensor, text: TextEmbedding | None = None, num_steps: int = 4,
+            generator: torch.Generator | None = None) -> TrajectoryNLL:
+        """NLL of forward trajectories sampled from data x0 [B, C, H, W] (the training loss is its mean); under
+        the 8-bit configuration the result carries the 8-bit bound (`data_bits_per_dim`)."""
+        states, grid = self.forward_trajectory(x0, num_steps, generator)
         return self.trajectory_nll(states, grid, text, dequantization_width=self.schedule.dequantization_width)
 
     # ---- sampling ----
@@ -260,18 +271,9 @@ class NTM(nn.Module):
         x_all, logdet = (v.unflatten(0, (batch_size, num_steps + 1)) for v in (x_all, logdet))
         mu, log_sigma, z = torch.stack(mus, 1), torch.stack(log_sigmas, 1), torch.stack(zs, 1)
         nll = None
-        if return_log_prob:
-            dim = eps[0].numel()
-            nll = TrajectoryNLL(
-                base=0.5 * z.flatten(2).pow(2).sum(-1),
-                log_sigma=log_sigma.flatten(2).sum(-1),
-                logdet=logdet[:, :-1].flip(1),  # at the targets t_{K−1}..t_0, sampling order
-                prior=0.5 * eps.flatten(1).pow(2).sum(1) + 0.5 * dim * LOG_2PI,
-                forward_log_q=forward_log_prob(x_all, grid),
-                dim=dim,
-                grid=grid,
-                dequantization_width=self.schedule.dequantization_width,
-            )
+        if return_log_prob:  # the prior at the sampler's own draw eps; log-dets at the targets t_{K−1}..t_0
+            nll = self._assemble(z, log_sigma, logdet[:, :-1].flip(1), eps, x_all, grid,
+                                 self.schedule.dequantization_width)
         return NTMSample(images=x_all[:, 0], grid=grid, u_final=u, u=u_all, x=x_all, mu=mu,
                          sigma=torch.exp(log_sigma), z=z, nll=nll)
 

@@ -26,7 +26,7 @@ from .flow_matching import euler_sample, gaussian_sample
 from .model import NTM, NTMSample, TrajectoryNLL
 from .predictor import Predictor
 from .text import get_text_encoder
-from .trajectory import TrajectorySchedule, dequantize, sample_trajectory, time_grid
+from .trajectory import TrajectorySchedule, time_grid
 from .transporter import Transporter, as_hw
 
 DENOISE_MODES = ("learned", "score", "none")
@@ -88,7 +88,8 @@ class _TextToImagePipeline(DiffusionPipeline):
         """The null prompt ("no text", the unconditional model) for a batch; None for unconditional models."""
         if not self.text_dim:
             return None
-        return self.encode_prompt(["null"] * batch_size)[0].null()  # the shapes the networks expect, all masked
+        dtype = next(self.predictor.parameters()).dtype
+        return self.text_encoder.encode([""] * batch_size).to(device=self.device, dtype=dtype)  # "" = no text
 
     def postprocess(self, images: torch.Tensor, output_type: str):
         if output_type not in ("pil", "np", "pt"):
@@ -186,14 +187,13 @@ class NTMPipeline(_TextToImagePipeline):
             raise ValueError("give at least one candidate prompt")
         text = self.encode_prompt(list(prompts))[0]  # [P]
         model = self.ntm
-        grid = self.scheduler.grid(num_inference_steps, dtype=x.dtype, device=x.device)
-        levels, width = self.scheduler.config.dequantize_levels, self.scheduler.dequantization_width
+        width = self.scheduler.dequantization_width
         n, p = x.shape[0], len(prompts)
         out = torch.empty(n, p, num_trajectories)
         per = max(1, batch_size // p)  # images per forward call (each repeated for every prompt)
         for j in range(num_trajectories):
-            x0 = dequantize(x, levels, generator) if levels else x
-            states = sample_trajectory(x0, grid, generator)  # one trajectory per image, shared by all prompts
+            # one trajectory per image, shared by all prompts
+            states, grid = model.forward_trajectory(x, num_inference_steps, generator)
             for i in range(0, n, per):
                 s = states[i : i + per]
                 b = s.shape[0]

@@ -164,7 +164,7 @@ class TrajectorySchedule(SchedulerMixin, ConfigMixin):
     @property
     def dequantization_width(self) -> float:
         """Width of a dequantization bin in [−1, 1] scaling (0 when the data are not dequantized)."""
-        levels = self.config.get("dequantize_levels", 0)
+        levels = self.config.dequantize_levels
         return 2.0 / levels if levels else 0.0
 
     def grid(self, num_steps: int, dtype=torch.float32, device=None) -> torch.Tensor:

@@ -22,17 +22,11 @@ def client(tmp_path_factory):
 
 
 def _write_reference(folder):
-    """The in-distribution reference the app reads, built the way analysis.likelihood_reference builds it."""
-    import json
+    """The in-distribution reference the app reads, written by analysis.likelihood_reference."""
+    from analysis.likelihood_reference import write_reference
+    from ntm_core.pipeline import load_pipeline
 
-    from analysis.likelihood_reference import images, reference
-    from ntm_core.pipeline import LIKELIHOOD_REFERENCE, load_pipeline
-
-    pipe = load_pipeline(folder)
-    x, source = images("shapes", 48, 16, 3, "", 0)
-    values = reference(pipe, x, 4, 0).tolist()
-    with open(f"{folder}/{LIKELIHOOD_REFERENCE}", "w") as f:
-        json.dump({"steps": 4, "source": source, "values": values}, f)
+    write_reference(folder, load_pipeline(folder), "shapes", 48, 4, 0)
 
 
 def _generate(client, seed, final="learned denoiser (fast)", count=2):
