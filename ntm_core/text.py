@@ -70,9 +70,18 @@ class TextEncoder:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompts given")
-        keys = [" ".join(str(p).split()) for p in prompts]  # whitespace-normalised
+        keys = [self._key(" ".join(str(p).split())) for p in prompts]  # whitespace-normalised, truncated
         with self._lock:
             return self._encode_keys(keys)
+
+    def _key(self, text: str) -> str:
+        """The part of `text` the encoder reads (up to max_length tokens): two prompts that differ only after it
+        embed identically, so they share one cache entry, and a huge prompt costs a short key, not its length."""
+        if not text:
+            return text
+        enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+        end = max((e for _, e in enc["offset_mapping"]), default=0)
+        return text[:end] if end else text  # nothing readable: keep the text (never the null prompt's key)
 
     def _encode_keys(self, keys: list[str]) -> TextEmbedding:
         missing = list(dict.fromkeys(k for k in keys if k and k not in self._cache))

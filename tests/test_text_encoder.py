@@ -58,3 +58,16 @@ def test_batch_order_preserved_with_cached_and_new(encoder):
     e = encoder.encode(["a blue square", "a red circle"])
     solo = encoder.encode("a blue square")
     assert torch.allclose(e.pooled[0], solo.pooled[0])
+
+
+def test_cache_keys_on_what_the_encoder_reads():
+    """A prompt longer than max_length tokens costs a short cache key (not its length), and prompts that differ
+    only after the truncation point share one entry — and embed identically, so sharing is exact."""
+    enc = TextEncoder(max_length=8)
+    head = "a red circle to the left of a blue square"
+    a = enc.encode(head + " and " + "green " * 200_000)  # ~1.2 MB of text
+    b = enc.encode(head + " and " + "yellow " * 10)
+    assert len(enc._cache) == 1 and len(next(iter(enc._cache))) < 100
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.pooled, b.pooled)
+    c = enc.encode("a blue circle")
+    assert len(enc._cache) == 2 and not torch.equal(c.pooled, a.pooled)
