@@ -6,11 +6,13 @@ a half checkpoint that looks complete:
         model.safetensors          the trainable weights (raw, not EMA)
         ema.safetensors, ema.json  the EMA shadow weights and the EMA's counters
         optimizer.safetensors, optimizer.json, lr_scheduler.json
-        trainer_state.json         step, samples seen, … — written last: its presence marks a complete checkpoint
         pipeline/                  the EMA model as a pipeline folder (loadable by the app)
+        checksums.json             SHA-256 of every file above, verified before a resume reads any of them
+        trainer_state.json         step, samples seen, … — written last: its presence marks a complete checkpoint
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -70,6 +72,39 @@ def _load_tensors(path: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"corrupt or unreadable tensor file {path}: {e}") from e
 
 
+CHECKSUMS = "checksums.json"
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(folder: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, n), folder) for d, _, names in os.walk(folder) for n in names)
+
+
+def write_checksums(folder: str) -> None:
+    _write_json(os.path.join(folder, CHECKSUMS), {f: _sha256(os.path.join(folder, f)) for f in _files(folder)})
+
+
+def verify_checksums(folder: str) -> None:
+    """Raise CheckpointError naming the first file that is missing or differs from what was written (damaged
+    bytes would otherwise load silently and surface later as a NaN loss). Checkpoints from before checksums pass."""
+    path = os.path.join(folder, CHECKSUMS)
+    if not os.path.exists(path):
+        return
+    for name, digest in _read_json(path).items():
+        full = os.path.join(folder, name)
+        if not os.path.exists(full):
+            raise CheckpointError(f"{full} is missing from the checkpoint")
+        if _sha256(full) != digest:
+            raise CheckpointError(f"checksum mismatch in {full}: the file was changed or damaged after it was written")
+
+
 def optimizer_to_files(optimizer: torch.optim.Optimizer, prefix: str) -> None:
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -124,6 +159,7 @@ def save_checkpoint(ckpt_dir: str, step: int, module: torch.nn.Module, optimizer
             ema_to_files(ema, os.path.join(tmp, "ema"))
         if save_pipeline is not None:
             save_pipeline(os.path.join(tmp, "pipeline"))
+        write_checksums(tmp)
         _write_json(os.path.join(tmp, "trainer_state.json"), dict(trainer_state, step=step))
     return path
 
@@ -149,6 +185,7 @@ def load_checkpoint(path: str, module: torch.nn.Module, optimizer, lr_scheduler,
     """Restore everything save_checkpoint wrote; returns the trainer state. Raises CheckpointError clearly."""
     if not os.path.isdir(path):
         raise CheckpointError(f"no checkpoint at {path}")
+    verify_checksums(path)  # before anything is loaded: a damaged checkpoint changes nothing
     state = _read_json(os.path.join(path, "trainer_state.json"))
     weights = _load_tensors(os.path.join(path, "model.safetensors"))
     missing, unexpected = module.load_state_dict(weights, strict=False)

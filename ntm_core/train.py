@@ -254,8 +254,14 @@ def _truncate_metrics(path: str, step: int) -> None:
     """Keep only the metric lines up to the resumed checkpoint, so the curve continues with no gap or overlap."""
     if not os.path.exists(path):
         return
+    keep = []
     with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+            except (json.JSONDecodeError, KeyError, TypeError):  # a torn last line (killed mid-write), blanks
+                continue
     with open(path + ".tmp", "w") as f:
         f.writelines(keep)
     os.replace(path + ".tmp", path)
@@ -310,10 +316,9 @@ class Trainer:
             if resume:
                 found = list_checkpoints(self.ckpt_dir)
                 if found:
-                    state = load_checkpoint(found[-1][1], self.module, self.optimizer.optimizer, self.lr_scheduler,
-                                            self.ema)
+                    state, path = self._load_newest_good(found)
                     self.step, self.samples = int(state["step"]), int(state.get("samples", 0))
-                    acc.print(f"resumed from {found[-1][1]} at step {self.step}")
+                    acc.print(f"resumed from {path} at step {self.step}")
                 else:
                     acc.print(f"--resume: no checkpoint in {self.ckpt_dir}; starting from step 0")
             if self.main:
@@ -363,6 +368,18 @@ class Trainer:
         finally:
             if self.ema is not None:
                 self.ema.restore(self.params)
+
+    def _load_newest_good(self, found: list[tuple[int, str]]) -> tuple[dict, str]:
+        """The newest checkpoint that verifies and loads; a damaged one is reported and the one before it used.
+        Raises the newest one's error when none loads."""
+        errors = []
+        for _, path in reversed(found):
+            try:
+                return load_checkpoint(path, self.module, self.optimizer.optimizer, self.lr_scheduler, self.ema), path
+            except CheckpointError as e:
+                errors.append(e)
+                self.accelerator.print(f"warning: skipping a damaged checkpoint: {e}")
+        raise errors[0]
 
     def checkpoint(self) -> None:
         if self.main:

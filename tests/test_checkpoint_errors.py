@@ -11,16 +11,36 @@ from ntm_core.train import Trainer
 from .train_helpers import ENV, run_tiny, tiny_config, train_cmd
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+def test_corrupt_checkpoints_fall_back_then_fail_clearly(tmp_path):
+    """A damaged last checkpoint: resume continues from the one before it (and says so). All damaged: a clear
+    error, no traceback. Bytes overwritten in place (same size, still a valid file) are caught by the checksums."""
     run_tiny(tmp_path, "train.steps=2", "train.checkpoint_every=1")
-    _, last = list_checkpoints(str(tmp_path / "checkpoints"))[-1]
+    (s1, first), (s2, last) = list_checkpoints(str(tmp_path / "checkpoints"))
     with open(os.path.join(last, "model.safetensors"), "r+b") as f:
+        f.seek(-64, os.SEEK_END)  # inside the last tensor's data: safetensors would load it without complaint
+        f.write(b"\xff" * 64)
+    trainer = Trainer(tiny_config(tmp_path, "train.steps=4"), resume=True)
+    assert trainer.step == s1 == 1, "fell back to the previous complete checkpoint"
+    trainer._release_lock()
+    with open(os.path.join(first, "model.safetensors"), "r+b") as f:
         f.truncate(100)
-    with pytest.raises(CheckpointError, match="corrupt or unreadable tensor file .*model.safetensors"):
+    with pytest.raises(CheckpointError, match="checksum mismatch in .*model.safetensors"):
         Trainer(tiny_config(tmp_path, "train.steps=4"), resume=True)
     out = subprocess.run(train_cmd(tmp_path, "train.steps=4", resume=True), env=ENV, capture_output=True, text=True)
-    assert out.returncode == 2 and "error: corrupt or unreadable tensor file" in out.stderr
-    assert "Traceback" not in out.stderr
+    assert out.returncode == 2 and "error: checksum mismatch" in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout.count("skipping a damaged checkpoint") + out.stderr.count("skipping a damaged checkpoint") == 2
+
+
+def test_torn_metrics_line_does_not_stop_resume(tmp_path):
+    run_tiny(tmp_path, "train.steps=2", "train.checkpoint_every=1")
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 0.')  # killed mid-write
+    from ntm_core.train import train
+
+    train(tiny_config(tmp_path, "train.steps=3"), resume=True)
+    import pandas as pd
+
+    assert pd.read_json(tmp_path / "metrics.jsonl", lines=True)["step"].tolist() == [1, 2, 3]
 
 
 def test_half_written_checkpoint_is_ignored(tmp_path):

@@ -53,3 +53,39 @@ def test_load_image_center_crops_any_aspect(tmp_path):
     Image.fromarray(arr).save(tmp_path / "wide.png")
     x = load_image(str(tmp_path / "wide.png"), 20)
     assert x.shape == (3, 20, 20) and x.mean().item() > 0.9, "the centre crop keeps the white band"
+
+
+def test_file_names_outside_the_folder_are_never_opened(tmp_path):
+    """metadata.jsonl naming ../ or absolute paths (or a link out) is skipped with one reason for all of them, so
+    the training log cannot tell which server files exist."""
+    root = tmp_path / "data"
+    root.mkdir()
+    _img(root / "a.png")
+    _img(tmp_path / "secret.png")  # exists, readable, outside
+    (root / "link.png").symlink_to(tmp_path / "secret.png")
+    rows = [{"file_name": "a.png", "text": "inside"}, {"file_name": "../secret.png", "text": "x"},
+            {"file_name": str(tmp_path / "secret.png"), "text": "x"}, {"file_name": "../nothere.png", "text": "x"},
+            {"file_name": "link.png", "text": "x"}]
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    ds = ImageFolderDataset(str(root), image_size=8)
+    assert len(ds) == 1 and ds[0]["caption"] == "inside"
+    reasons = {r for _, r in ds.skipped}
+    assert len(ds.skipped) == 4 and len(reasons) == 1 and "outside the dataset folder" in reasons.pop()
+
+
+def test_sixteen_bit_and_oversized_images(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 64), (64, 1)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    x = load_image(str(tmp_path / "g16.png"), 64, channels=1)
+    assert abs(x.mean().item()) < 0.02 and x.min().item() < -0.95 and x.max().item() > 0.95, "scaled, not clipped"
+    # a tiny file that declares 13000 × 13000: refused from its header, before any decoding
+    big = tmp_path / "bomb.png"
+    Image.new("1", (13000, 13000)).save(big)
+    assert big.stat().st_size < 200_000
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match="too large") as e:
+        load_image(str(big), 32)
+    assert str(tmp_path) not in str(e.value), "the message names the file, not the server's folder"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000, "not decoded (< 100 MB)"
