@@ -1,9 +1,16 @@
 """Training jobs launched from the app: each a separate process running `python -m ntm_core.train`
-(`accelerate launch --multi_gpu` when several GPUs are present), logging into runs/<job>/."""
+(`accelerate launch --multi_gpu` when several GPUs are present), logging into runs/<job>/.
+
+What a visitor can reach is bounded: a job is named by its id (never a path), uploads are size- and count-capped
+before extraction, MNIST folders come from a fixed list (NTM_STUDIO_DATA), and at most NTM_STUDIO_MAX_JOBS
+trainers run at once."""
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,9 +34,40 @@ SIZES = {  # per model size: transporter / predictor / denoiser widths and depth
 }
 
 
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,80}$")
+ZIP_MAX_FILES = 20_000
+ZIP_MAX_BYTES = 512 * 2**20  # uncompressed (declared sizes are enforced by zipfile's CRC/size check)
+
+
+def max_jobs() -> int:
+    return int(os.environ.get("NTM_STUDIO_MAX_JOBS", max(1, torch.cuda.device_count())))
+
+
+def data_folders() -> dict[str, str]:
+    """label → folder of IDX files offered to the Train tab: each folder under NTM_STUDIO_DATA (os.pathsep-separated;
+    default ../shared/data beside the checkout) that holds *-idx*-ubyte files. Nothing else on the server is
+    reachable from the tab."""
+    default = os.path.join(os.path.dirname(ROOT), "shared", "data")
+    found = {}
+    for root in filter(None, os.environ.get("NTM_STUDIO_DATA", default).split(os.pathsep)):
+        for folder in sorted({os.path.dirname(p) for p in glob.glob(os.path.join(root, "**", "*-idx*-ubyte*"),
+                                                                      recursive=True)}):
+            found[os.path.relpath(folder, os.path.dirname(root.rstrip(os.sep)))] = folder
+    return found
+
+
 def hardware() -> str:
     n = torch.cuda.device_count()
     return f"{n}× {torch.cuda.get_device_name(0)} (bf16)" if n else "CPU (no GPU found)"
+
+
+class _Reserved:
+    """A launch in progress (its zip being unpacked): holds a slot like a running process."""
+
+    returncode = None
+
+    def poll(self):
+        return None
 
 
 class JobManager:
@@ -38,20 +76,51 @@ class JobManager:
         self._lock = threading.Lock()
 
     def _dir(self, job: str) -> str:
+        """A job's folder from its id; anything else (a path, "..", a name with slashes) is refused."""
+        if not isinstance(job, str) or not JOB_ID.match(job):
+            raise ValueError("no such job: pick one from the list")
         return os.path.join(runs_dir(), job)
 
+    def exists(self, job: str) -> bool:
+        return bool(job) and isinstance(job, str) and JOB_ID.match(job) is not None \
+            and os.path.exists(os.path.join(runs_dir(), job, "job.yaml"))
+
     def prepare_data(self, job: str, upload: str | None) -> str:
-        """Unpack an uploaded zip of images + captions into the job folder; returns the folder."""
+        """Unpack an uploaded zip of images + captions into the job folder (checked for unsafe names, member count
+        and total size before anything is written); returns the folder."""
         target = os.path.join(self._dir(job), "data")
         try:
             with zipfile.ZipFile(upload) as z:
+                infos = z.infolist()
+                if len(infos) > ZIP_MAX_FILES:
+                    raise ValueError(f"the zip has {len(infos)} files; at most {ZIP_MAX_FILES:,}")
+                total = sum(i.file_size for i in infos)
+                if total > ZIP_MAX_BYTES:
+                    raise ValueError(f"the zip expands to {total / 2**20:.0f} MiB; at most {ZIP_MAX_BYTES / 2**20:.0f}")
                 for member in z.namelist():
-                    if os.path.isabs(member) or ".." in member.split("/"):
+                    if os.path.isabs(member) or ".." in member.replace("\\", "/").split("/"):
                         raise ValueError(f"unsafe path in zip: {member}")
                 z.extractall(target)
         except zipfile.BadZipFile as e:
             raise ValueError(f"the upload is not a zip file: {e}") from e
         return target
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return [job for job, proc in self._procs.items() if proc.poll() is None]
+
+    def _new_job_dir(self, name: str) -> str:
+        """A fresh id (two launches with one name in one second get two): the folder is created exclusively."""
+        base = f"{time.strftime('%Y%m%d-%H%M%S')}-{''.join(c if c.isalnum() else '-' for c in name)[:40] or 'job'}"
+        os.makedirs(runs_dir(), exist_ok=True)
+        for n in range(1, 1000):
+            job = base if n == 1 else f"{base}-{n}"
+            try:
+                os.makedirs(self._dir(job))
+                return job
+            except FileExistsError:
+                continue
+        raise RuntimeError("could not allocate a job id")
 
     def launch(self, *, name: str, dataset: str, size: str, steps: int, objective: str, batch_size: int = 32,
                init_from: str | None = None, upload: str | None = None, image_size: int = 32,
@@ -60,18 +129,35 @@ class JobManager:
             raise ValueError(f"unknown model size {size!r}")
         if objective in ("fm_to_ntm", "denoiser") and not init_from:
             raise ValueError(f"{objective} starts from a trained model: pick one")
-        job = f"{time.strftime('%Y%m%d-%H%M%S')}-{''.join(c if c.isalnum() else '-' for c in name)[:40] or 'job'}"
-        out = self._dir(job)
-        os.makedirs(out, exist_ok=True)
         data = {"kind": dataset, "image_size": image_size, "channels": 3}
-        if dataset == "imagefolder":
-            if not upload:
-                raise ValueError("upload a zip of images with captions (metadata.jsonl or .txt files)")
+        if dataset == "imagefolder" and not upload:
+            raise ValueError("upload a zip of images with captions (metadata.jsonl or .txt files)")
+        if dataset in ("mnist", "fashion-mnist"):
+            folders = data_folders()
+            if data_root not in folders:  # a label from the list, never a server path
+                raise ValueError(f"{dataset} needs its IDX files: pick a data folder from the list "
+                                 f"({', '.join(folders) or 'none offered on this server'})")
+            data.update(root=folders[data_root], channels=1, image_size=32)
+        with self._lock:
+            busy = [job for job, proc in self._procs.items() if proc.poll() is None]
+            if len(busy) >= max_jobs():
+                raise ValueError(f"{len(busy)} training job(s) already running ({', '.join(busy)}); at most "
+                                 f"{max_jobs()} at a time here — wait for it or cancel it")
+            job = self._new_job_dir(name)
+            self._procs[job] = _Reserved()  # counts as running until its process starts
+        out = self._dir(job)
+        try:
+            self._start(job, out, data, upload, objective, init_from, size, steps, batch_size)
+        except BaseException:  # nothing half-made stays behind, and the slot is free again
+            with self._lock:
+                self._procs.pop(job, None)
+            shutil.rmtree(out, ignore_errors=True)
+            raise
+        return job
+
+    def _start(self, job, out, data, upload, objective, init_from, size, steps, batch_size) -> None:
+        if data["kind"] == "imagefolder":
             data["root"] = self.prepare_data(job, upload)
-        elif dataset in ("mnist", "fashion-mnist"):
-            data.update(root=data_root, channels=1, image_size=32)
-            if not data_root or not os.path.isdir(data_root):
-                raise ValueError(f"{dataset} needs its IDX files: set the data folder")
         s = SIZES[size]
         cfg = {"name": job, "objective": objective, "output_dir": out, "init_from": init_from, "data": data,
                "text": {"encoder": "minilm", "max_length": 32, "drop_prob": 0.1},
@@ -92,14 +178,14 @@ class JobManager:
             cmd = [sys.executable, "-m", "ntm_core.train", "--config", path]
         log = open(os.path.join(out, "train.log"), "w")
         env = dict(os.environ, PYTHONPATH=ROOT, HF_HUB_OFFLINE="1")
+        with open(os.path.join(out, "command.json"), "w") as f:
+            json.dump({"command": cmd, "hardware": hardware()}, f)
         with self._lock:
             self._procs[job] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
                                                 start_new_session=True)
-        with open(os.path.join(out, "command.json"), "w") as f:
-            json.dump({"command": cmd, "hardware": hardware()}, f)
-        return job
 
     def cancel(self, job: str) -> str:
+        self._dir(job)
         with self._lock:
             proc = self._procs.get(job)
         if proc is None or proc.poll() is not None:

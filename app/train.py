@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+import pandas as pd
 
 from analysis.figures import loss_curve_figure
 
-from .jobs import SIZES, JobManager, hardware
+from .jobs import SIZES, JobManager, data_folders, hardware
 from .widgets import user_errors
 
 OBJECTIVES = {"NTM from scratch": "ntm", "flow matching baseline": "fm", "NTM finetuned from flow matching": "fm_to_ntm",
@@ -37,7 +38,10 @@ def build(registry, jobs: JobManager | None = None):
                 init_from = gr.Dropdown(registry.choices(), value=None, label="Start from (finetune / denoiser only)")
                 dataset = gr.Dropdown(list(DATASETS), value="shapes (generated)", label="Dataset")
                 upload = gr.File(label="Images with captions (zip)", file_types=[".zip"], type="filepath")
-                data_root = gr.Textbox(label="MNIST / Fashion-MNIST folder (IDX files)", value="")
+                folders = list(data_folders())
+                data_root = gr.Dropdown(folders, value=folders[0] if folders else None,
+                                        label="MNIST / Fashion-MNIST folder (IDX files)",
+                                        info="folders this server offers (NTM_STUDIO_DATA)")
                 size = gr.Dropdown(list(SIZES), value=list(SIZES)[0], label="Model size")
                 with gr.Row():
                     steps = gr.Slider(10, 20000, value=200, step=10, label="Steps")
@@ -54,6 +58,8 @@ def build(registry, jobs: JobManager | None = None):
 
         @user_errors
         def start(name, objective, init_from, dataset, upload, data_root, size, steps, batch):
+            if objective not in OBJECTIVES or dataset not in DATASETS:
+                raise ValueError("pick the objective and the dataset from their lists")
             init = None
             if OBJECTIVES[objective] in ("fm_to_ntm", "denoiser"):
                 from .registry import discover
@@ -66,8 +72,8 @@ def build(registry, jobs: JobManager | None = None):
 
         def watch(job_id):
             table_df = jobs.jobs()
-            if not job_id:
-                return "No job selected.", loss_curve_figure(jobs.metrics("")), "", table_df
+            if not jobs.exists(job_id):  # an id from the list, never a folder path
+                return "No job selected.", loss_curve_figure(pd.DataFrame(columns=["step", "loss"])), "", table_df
             st = jobs.state(job_id)
             m = jobs.metrics(job_id)
             last = f" · loss {m['loss'].iloc[-1]:.4f}" if len(m) else ""
