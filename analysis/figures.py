@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
@@ -93,7 +94,9 @@ def to_rgb(t: torch.Tensor, scale: float) -> np.ndarray:
 
 
 def latent_panels(sample: NTMSample, index: int = 0) -> dict[str, list[tuple[np.ndarray, str]]]:
-    """Image panels per quantity with one colour scale per quantity across all steps (so steps compare)."""
+    """Image panels per quantity, one column per state from t = 1 down to t_0, with one colour scale per quantity
+    across all steps (so steps compare). μ, σ and z sit in the column of the state they produce; the t = 1 column
+    has none (x_1 is drawn from the standard normal prior), so it holds a blank tile that says so."""
     K = sample.mu.shape[1]
     grid = sample.grid.tolist()
     x, u = sample.x[index], sample.u[index]
@@ -102,8 +105,8 @@ def latent_panels(sample: NTMSample, index: int = 0) -> dict[str, list[tuple[np.
         ("x (state)", x.flip(0), [f"x at t={grid[K - i]:.3g}" for i in range(K + 1)]),
         ("u = f_T(x)", u.flip(0), [f"u at t={grid[K - i]:.3g}" for i in range(K + 1)]),
         ("μ (predictor mean)", sample.mu[index], [f"μ for t={grid[K - i - 1]:.3g}" for i in range(K)]),
-        ("σ (predictor scale)", sample.sigma[index], [f"σ for t={grid[K - i - 1]:.3g}" for i in range(K)]),
-        ("z (noise drawn)", sample.z[index], [f"z, step {i + 1}" for i in range(K)]),
+        ("σ (predictor scale)", sample.sigma[index], [f"log σ for t={grid[K - i - 1]:.3g}" for i in range(K)]),
+        ("z (noise drawn)", sample.z[index], [f"z for t={grid[K - i - 1]:.3g}" for i in range(K)]),
     ]:
         if name.startswith("σ"):  # positive: show log σ centred on its mean
             vals = stack.log()
@@ -111,7 +114,11 @@ def latent_panels(sample: NTMSample, index: int = 0) -> dict[str, list[tuple[np.
         else:
             vals = stack
         scale = 1.0 if name.startswith("x") else float(vals.abs().max())
-        out[name] = [(to_rgb(v, scale), c) for v, c in zip(vals, caps)]
+        tiles = [(to_rgb(v, scale), c) for v, c in zip(vals, caps)]
+        if len(tiles) == K:
+            blank = np.full_like(tiles[0][0], 255)
+            tiles.insert(0, (blank, "t=1: prior N(0, I)"))
+        out[name] = tiles
     return out
 
 
@@ -130,16 +137,25 @@ def latent_stats_table(sample: NTMSample, index: int = 0) -> pd.DataFrame:
 
 
 def latent_histogram_figure(sample: NTMSample, index: int = 0) -> go.Figure:
+    """Per step: how far the transporter moves each value (u − x), and the predictor's log σ; one colour per step
+    in both panels."""
     K = sample.mu.shape[1]
+    colours = px.colors.qualitative.Plotly
     fig = make_subplots(rows=1, cols=2, subplot_titles=("u − x per step (what the transporter moves)",
-                                                        "log σ per step"))
+                                                        "log σ per step (the predictor's scale)"))
     for i in range(K):
         k = K - i
-        fig.add_histogram(x=(sample.u[index, k] - sample.x[index, k]).flatten().cpu().numpy(), name=f"step {i + 1}",
-                          opacity=0.6, nbinsx=60, row=1, col=1, legendgroup=str(i))
-        fig.add_histogram(x=sample.sigma[index, i].log().flatten().cpu().numpy(), name=f"step {i + 1}",
+        label = f"step {i + 1}: t={sample.grid[k].item():.3g}→{sample.grid[k - 1].item():.3g}"
+        colour = colours[i % len(colours)]
+        fig.add_histogram(x=(sample.u[index, k] - sample.x[index, k]).flatten().cpu().numpy(), name=label,
+                          marker_color=colour, opacity=0.6, nbinsx=60, row=1, col=1, legendgroup=str(i))
+        fig.add_histogram(x=sample.sigma[index, i].log().flatten().cpu().numpy(), name=label, marker_color=colour,
                           opacity=0.6, nbinsx=60, row=1, col=2, legendgroup=str(i), showlegend=False)
-    fig.update_layout(barmode="overlay", height=340, margin=dict(l=40, r=20, t=50, b=40))
+    fig.update_xaxes(title_text="u − x (value in the model's [−1, 1] scaling)", row=1, col=1)
+    fig.update_xaxes(title_text="log σ", row=1, col=2)
+    fig.update_yaxes(title_text="count (values in the image)", row=1, col=1)
+    fig.update_layout(barmode="overlay", height=360, margin=dict(l=50, r=20, t=50, b=50), legend_orientation="h",
+                      legend_y=-0.25)
     return fig
 
 

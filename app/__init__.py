@@ -1,6 +1,8 @@
 """NTM Studio's Gradio app: one module per tab; all model work goes through ntm_core's pipelines."""
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 
 from . import compare, generate, latents, likelihood, train
@@ -8,23 +10,29 @@ from .registry import Registry
 from .widgets import refresh_pickers
 
 TITLE = "NTM Studio — Normalizing Trajectory Models"
-INTRO = ("Few-step image generation whose every step is a conditional normalizing flow, so the whole sampling "
-         "trajectory has an **exact likelihood** (Gu et al., arXiv 2605.08078). Models here are small and run on CPU. "
-         "The bundled shapes models had 6–8 GPU-minutes of training each: their likelihoods are meaningful, their "
-         "samples are still rough colour blobs and bars (each model's card in `assets/` has its measured numbers).")
-CSS = ".gradio-container {max-width: 1280px !important}"
+INTRO = ("1–4-step text-to-image where every step is a conditional normalizing flow, so each sampled trajectory has an "
+         "**exact likelihood** (arXiv 2605.08078). The bundled models are small CPU models with a few GPU-minutes of "
+         "training: their likelihoods are meaningful, their samples still rough (measured numbers in each model card "
+         "in `assets/`).")
+CSS = """.gradio-container {max-width: 1280px !important}
+#gen-gallery img, .pixelated img {image-rendering: pixelated}"""  # native 32 px images, enlarged without blur
+QUEUE = dict(default_concurrency_limit=2, max_size=64)  # model work shares one limit of 2 (widgets.MODEL_WORK)
+MAX_UPLOAD = "20mb"
+ON_SPACE = bool(os.environ.get("SPACE_ID"))
 
 
 def build_app(registry: Registry | None = None) -> gr.Blocks:
     registry = registry or Registry()
-    with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\n{INTRO}")
+    with gr.Blocks(title=TITLE, delete_cache=(900, 3600)) as demo:  # served copies of outputs: gone after an hour
+        with gr.Row(equal_height=True):
+            gr.Markdown(f"## {TITLE}\n{INTRO}")
+            gr.DuplicateButton("Duplicate to train your own", visible=ON_SPACE, scale=0)
         if not registry.choices():
             gr.Markdown("**No model found.** Bundled models live in `assets/`; trained ones in `runs/*/pipeline`.")
         with gr.Tabs():
-            pickers = [(generate.build(registry), None)]
+            pickers = [(generate.build(registry, demo), None)]
             cmp_model, cmp_base = compare.build(registry)
-            pickers += [(cmp_model, "ntm"), (cmp_base, None), (latents.build(registry), "ntm")]
+            pickers += [(cmp_model, "denoiser"), (cmp_base, None), (latents.build(registry), "ntm")]
             lg, lu = likelihood.build(registry)
             pickers += [(lg, "ntm"), (lu, "ntm")]
             init = train.build(registry)
@@ -35,6 +43,7 @@ def build_app(registry: Registry | None = None) -> gr.Blocks:
 
 
 def launch(demo: gr.Blocks, **kwargs):
-    """Queue on, a concurrency limit per event (CPU inference: 2 at a time), errors shown to users."""
-    demo.queue(default_concurrency_limit=2, max_size=64)
-    return demo.launch(css=CSS, show_error=True, **kwargs)
+    """Queue on: model work from every tab shares one limit of 2 (2 CPU cores; measured by analysis.load_test), at
+    most 64 waiting (then 503), uploads ≤ 20 MB, errors shown to users."""
+    demo.queue(**QUEUE)
+    return demo.launch(css=CSS, show_error=True, max_file_size=MAX_UPLOAD, **kwargs)

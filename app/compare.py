@@ -10,7 +10,22 @@ import torch
 
 from ntm_core.pipeline import NTMPipeline
 
-from .widgets import EXAMPLE_PROMPTS, gpu, model_picker, pick_seed, show, user_errors
+from .widgets import (EXAMPLE_PROMPTS, MODEL_WORK, gpu, model_picker, model_problem, number_problem, pick_seed,
+                      prompt_problem, raise_problems, seed_problem, show, user_errors, validations)
+
+MAX_BASELINES = 4
+
+
+def problems(registry, prompt, model, steps, guidance, seed, randomize, baselines) -> list:
+    known = set(registry.choices())
+    extra = None
+    if not isinstance(baselines, (list, tuple, type(None))) or any(b not in known for b in baselines or []):
+        extra = "pick the extra models from the list"
+    elif len(set(baselines or [])) > MAX_BASELINES:
+        extra = f"at most {MAX_BASELINES} extra models"
+    return [prompt_problem(prompt), model_problem(registry, model, "denoiser"),
+            number_problem(steps, 1, 4, "Steps", integer=True), number_problem(guidance, 1.0, 8.0, "Guidance scale"),
+            seed_problem(seed, randomize), None, extra]
 
 
 def _run(pipe, prompt, steps, guidance, seed, **kw):
@@ -20,15 +35,14 @@ def _run(pipe, prompt, steps, guidance, seed, **kw):
 
 
 def compare(registry, prompt, model, steps, guidance, seed, randomize, baselines):
+    raise_problems(problems(registry, prompt, model, steps, guidance, seed, randomize, baselines))
     pipe = registry.get_ntm(model)
-    if pipe.denoiser is None:
-        raise ValueError(f"{model} has no learned denoiser to compare with; pick a model that has one")
     seed = pick_seed(seed, randomize)
     _run(pipe, prompt, 1, guidance, seed, denoise="learned")  # warm-up: timings below are steady-state
     score = _run(pipe, prompt, steps, guidance, seed, denoise="score")
     learned = _run(pipe, prompt, steps, guidance, seed, denoise="learned")
     rows = [("NTM + score denoising", score), ("NTM + learned denoiser", learned)]
-    for label in baselines or []:
+    for label in dict.fromkeys(baselines or []):  # each model once, however often it is named
         other = registry.get(label)
         kw = {"denoise": "score"} if isinstance(other, NTMPipeline) and other.transporter.config.num_blocks == 0 else {}
         rows.append((label, _run(other, prompt, steps, guidance, seed, **kw)))
@@ -48,31 +62,37 @@ def compare(registry, prompt, model, steps, guidance, seed, randomize, baselines
 def build(registry):
     with gr.Tab("Compare", id="compare"):
         gr.Markdown("The same prompt and seed through several final steps / models, side by side.")
+        with gr.Row(equal_height=True):
+            prompt = gr.Textbox(show_label=False, value=EXAMPLE_PROMPTS[1], lines=1, max_lines=1, scale=5,
+                                container=False, placeholder="A prompt to compare on", elem_id="cmp-prompt")
+            button = gr.Button("Compare", variant="primary", scale=1, min_width=90)
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
-                prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[1], lines=2)
-                model = model_picker(registry, "NTM model (with a learned denoiser)", kind="ntm")
+                model = model_picker(registry, "NTM model (with a learned denoiser)", kind="denoiser",
+                                     info="models without a learned denoiser are not listed")
                 baselines = gr.CheckboxGroup(choices=[c for c in registry.choices() if c != registry.default("ntm")],
-                                             label="Also run (same steps and seed)",
+                                             label=f"Also run (same steps and seed; up to {MAX_BASELINES})",
                                              info="e.g. the flow-matching baseline or the Gaussian-only ablation, "
                                                   "when such models are bundled or trained")
                 with gr.Row():
                     steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
                     guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, label="Seed")
+                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     randomize = gr.Checkbox(value=False, label="Randomize seed")
-                button = gr.Button("Compare", variant="primary")
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Side by side", columns=4, height=360, object_fit="contain")
                 note = gr.Markdown()
                 table = gr.Dataframe(label="Wall time per method (this machine)", interactive=False)
 
-        @gpu
+        @gpu(duration=30)
         @user_errors
         def run(prompt, model, steps, guidance, seed, randomize, baselines):
             return compare(registry, prompt, model, steps, guidance, seed, randomize, baselines)
 
-        button.click(run, [prompt, model, steps, guidance, seed, randomize, baselines], [gallery, table, note, seed],
-                     api_name="compare")
+        def validate(*args):
+            return validations(problems(registry, *args))
+
+        gr.on([button.click, prompt.submit], run, [prompt, model, steps, guidance, seed, randomize, baselines],
+              [gallery, table, note, seed], api_name="compare", validator=validate, **MODEL_WORK)
     return model, baselines

@@ -1,6 +1,8 @@
-"""Generate: a prompt → images in 1–4 steps, with the final step of one's choice."""
+"""Generate: a prompt → images in 1–4 steps, with the final step of one's choice. The page opens on a grid the model
+drew for its example prompts; every control follows what the chosen model can do."""
 from __future__ import annotations
 
+import threading
 import time
 
 import gradio as gr
@@ -8,72 +10,178 @@ import torch
 
 from ntm_core.pipeline import NTMPipeline
 
-from .widgets import EXAMPLE_PROMPTS, gpu, model_picker, pick_seed, show, user_errors
+from .widgets import (MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem, number_problem, pick_seed,
+                      prompt_problem, raise_problems, seed_problem, user_errors, validations)
 
-FINAL = {"learned denoiser (fast)": "learned", "score denoising (exact score, slow)": "score",
-         "none (x at t_min)": "none"}
+FINAL = [("learned denoiser (fast)", "learned"), ("score denoising (exact score, slow)", "score"),
+         ("none (x at t_min)", "none")]
+NTM_STEPS, FM_STEPS = 4, 50  # an NTM is trained for 1–4 steps; the flow-matching baseline is an Euler ODE solver
+EXAMPLE_SEED = 0
+
+
+def problems(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final) -> list:
+    """One entry per input of the Generate event (None = fine), in the event's input order."""
+    info = registry.info(model) if model_problem(registry, model) is None else None
+    final_problem = None
+    if final not in [v for _, v in FINAL]:
+        final_problem = "Final step must be learned, score or none"
+    elif info is not None and info.is_ntm and final == "learned" and not info.has_denoiser:
+        final_problem = f"{model} has no learned denoiser: pick score or none"
+    max_steps = NTM_STEPS if info is None or info.is_ntm else FM_STEPS
+    return [prompt_problem(prompt), model_problem(registry, model),
+            number_problem(steps, 1, max_steps, "Steps", integer=True),
+            number_problem(guidance, 1.0, 8.0, "Guidance scale"), number_problem(temperature, 0.0, 1.5, "Temperature"),
+            seed_problem(seed, randomize), None, number_problem(count, 1, 8, "Images", integer=True), final_problem]
+
+
+def draw(pipe, prompt: str, seed: int, steps: int, guidance: float, temperature: float, final: str):
+    """One image (uint8 array at the model's resolution) and its caption."""
+    kw = dict(num_inference_steps=int(steps), guidance_scale=float(guidance), output_type="np",
+              generator=torch.Generator().manual_seed(seed))  # one seed per image: each reproducible on its own
+    if isinstance(pipe, NTMPipeline):
+        out = pipe(prompt, temperature=float(temperature), denoise=final, return_log_prob=True, **kw)
+        caption = f"seed {seed} · {out.nll.bits_per_dim[0].item():.3f} bits/dim (trajectory)"
+    else:
+        out = pipe(prompt, **kw)
+        caption = f"seed {seed}"
+    return (out.images[0] * 255).round().astype("uint8"), caption
 
 
 def generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final,
-                    progress=gr.Progress()):
+                    progress=None):
+    raise_problems(problems(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final))
     pipe = registry.get(model)
     seed = pick_seed(seed, randomize)
-    mode = FINAL.get(final, final)
-    if isinstance(pipe, NTMPipeline) and mode == "learned" and pipe.denoiser is None:
-        mode = "score"
-    images, start = [], time.perf_counter()
-    for i in progress.tqdm(range(int(count)), desc="generating"):
-        g = torch.Generator().manual_seed(seed + i)  # one seed per image: each is reproducible on its own
-        kw = dict(num_inference_steps=int(steps), guidance_scale=float(guidance), generator=g)
-        if isinstance(pipe, NTMPipeline):
-            out = pipe(prompt, temperature=float(temperature), denoise=mode, return_log_prob=True, **kw)
-            caption = f"seed {seed + i} · {out.nll.bits_per_dim[0].item():.3f} bits/dim (trajectory)"
-        else:
-            out = pipe(prompt, **kw)
-            caption = f"seed {seed + i}"
-        images.append((show(out.images[0]), caption))
+    folder, images, start = OUTPUTS.new_folder(), [], time.perf_counter()
+    seeds = range(seed, seed + int(count))
+    for s in progress.tqdm(seeds, desc="drawing", unit="image") if progress is not None else seeds:
+        image, caption = draw(pipe, prompt, s, steps, guidance, temperature, final)
+        images.append((OUTPUTS.png(folder, image, f"{prompt}-seed{s}"), caption))  # native-size PNG download
     dt = time.perf_counter() - start
+    ntm = isinstance(pipe, NTMPipeline)
     note = (f"**{len(images)} image(s) in {dt:.2f} s** ({dt / max(len(images), 1):.2f} s each) · "
-            f"{int(steps)} steps · final step: {mode if isinstance(pipe, NTMPipeline) else 'Euler (flow matching)'}"
-            f" · model `{model}` on {registry.device}")
-    if isinstance(pipe, NTMPipeline):
+            f"{int(steps)} steps · final step: {final if ntm else 'Euler (flow matching)'} · model `{model}` on "
+            f"{registry.device}")
+    if ntm:
         note += ("  \nUnder each image: −log₂ p(τ) / ((K+1)·D), the exact density of the sampled trajectory under the "
                  "model that drew it (the guided one when guidance ≠ 1), from the sampler's own noise — no extra pass.")
     return images, note, seed
 
 
-def build(registry):
+class ExampleGrid:
+    """What a model draws for its example prompts (seed 0, default settings), made once per model and kept: the
+    page shows it on load, before anyone clicks."""
+
+    def __init__(self, registry):
+        self.registry, self._grids, self._lock = registry, {}, threading.Lock()
+
+    def __call__(self, model: str) -> list:
+        if model_problem(self.registry, model) is not None:
+            return []
+        info = self.registry.info(model)
+        key = (model, self.registry.folder(model))
+        with self._lock:
+            if key not in self._grids:
+                pipe = self.registry.get(model)
+                final = "learned" if info.has_denoiser else "score"
+                steps = NTM_STEPS if info.is_ntm else FM_STEPS
+                folder = OUTPUTS.new_folder()
+                grid = []
+                for prompt in info.examples[:8]:
+                    image, _ = draw(pipe, prompt, EXAMPLE_SEED, steps, 3.0, 1.0, final)
+                    grid.append((OUTPUTS.png(folder, image, f"{prompt}-seed{EXAMPLE_SEED}"), f"example · {prompt}"))
+                self._grids[key] = grid
+            return self._grids[key]
+
+
+def controls(registry, model):
+    """The Generate tab's controls for one model: what it ignores is disabled, with the reason."""
+    if model_problem(registry, model) is not None:
+        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+    info = registry.info(model)
+    if not info.is_ntm:
+        final = gr.Radio(choices=FINAL, value="none", interactive=False,
+                         info="flow matching ends with its last Euler step: there is no final step to choose")
+        temperature = gr.Slider(interactive=False, value=1.0, info="flow matching has no temperature: its ODE is "
+                                                                   "deterministic given the starting noise")
+        steps = gr.Slider(maximum=FM_STEPS, value=FM_STEPS, info="Euler steps of the flow-matching ODE")
+    else:
+        choices = FINAL if info.has_denoiser else FINAL[1:]
+        final = gr.Radio(choices=choices, value=choices[0][1], interactive=True,
+                         info=None if info.has_denoiser else "this model has no learned denoiser (score or none)")
+        temperature = gr.Slider(interactive=True, info="scales the predictor's σ (1 = the model's density)")
+        steps = gr.Slider(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps (the model was trained for 1–4)")
+    examples = gr.Dataset(samples=[[p] for p in info.examples])
+    return final, temperature, steps, examples, gr.Markdown(value="", visible=False)
+
+
+def vocabulary_note(registry, prompt, model):
+    if model_problem(registry, model) is not None or not isinstance(prompt, str):
+        return gr.Markdown(visible=False)
+    note = registry.info(model).vocabulary_note(prompt)
+    return gr.Markdown(value=note, visible=bool(note))
+
+
+def build(registry, demo: gr.Blocks):
+    info = registry.info(registry.default()) if registry.default() else None
+    examples_now = info.examples if info else []
+    grid = ExampleGrid(registry)
     with gr.Tab("Generate", id="generate"):
-        gr.Markdown("Few-step text-to-image with an exact trajectory likelihood. Each image has its own seed.")
+        with gr.Row(equal_height=True):
+            prompt = gr.Textbox(show_label=False, value=examples_now[0] if examples_now else "", lines=1, max_lines=1,
+                                placeholder="Describe an image, e.g. a red circle above a blue square", scale=5,
+                                container=False, elem_id="gen-prompt", max_length=None)
+            run = gr.Button("Run", variant="primary", scale=1, min_width=90, elem_id="gen-button")
+        vocab = gr.Markdown(visible=False, elem_id="gen-vocab")
         with gr.Row():
-            with gr.Column(scale=2, min_width=320):
-                prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[0], lines=2, elem_id="gen-prompt")
-                gr.Examples(EXAMPLE_PROMPTS, inputs=prompt, label="Examples (the shapes vocabulary)")
+            with gr.Column(scale=3, min_width=320):
+                gallery = gr.Gallery(label="Images", columns=4, height=400, object_fit="contain", format="png",
+                                     elem_id="gen-gallery", buttons=["download", "fullscreen"])
+                note = gr.Markdown(elem_id="gen-note")
+            with gr.Column(scale=2, min_width=280):
                 model = model_picker(registry)
-                with gr.Row():
-                    steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
-                    count = gr.Slider(1, 8, value=4, step=1, label="Images")
-                with gr.Row():
-                    guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
-                    temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature")
-                with gr.Row():
-                    seed = gr.Number(value=0, precision=0, label="Seed")
-                    randomize = gr.Checkbox(value=True, label="Randomize seed")
-                final = gr.Radio(list(FINAL), value=list(FINAL)[0], label="Final step")
-                button = gr.Button("Generate", variant="primary", elem_id="gen-button")
-            with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Images", columns=4, height=420, object_fit="contain", elem_id="gen-gallery")
-                info = gr.Markdown()
-        @gpu
+                examples = gr.Dataset(components=[prompt], samples=[[p] for p in examples_now], label="Examples",
+                                      elem_id="gen-examples")
+                with gr.Accordion("Advanced settings", open=False):
+                    with gr.Row():
+                        steps = gr.Slider(1, NTM_STEPS, value=NTM_STEPS, step=1, label="Steps")
+                        count = gr.Slider(1, 8, value=4, step=1, label="Images")
+                    with gr.Row():
+                        guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
+                        temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature")
+                    with gr.Row():
+                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                        randomize = gr.Checkbox(value=True, label="Randomize seed")
+                    final = gr.Radio(FINAL, value="learned" if info is None or info.has_denoiser else "score",
+                                     label="Final step")
+        inputs = [prompt, model, steps, guidance, temperature, seed, randomize, count, final]
+
+        @gpu(duration=20)
         @user_errors
         def generate(prompt, model, steps, guidance, temperature, seed, randomize, count, final,
                      progress=gr.Progress()):
             return generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count,
                                    final, progress)
 
-        fn = generate
-        button.click(fn, [prompt, model, steps, guidance, temperature, seed, randomize, count, final],
-                     [gallery, info, seed], api_name="generate")
-        prompt.submit(fn, [prompt, model, steps, guidance, temperature, seed, randomize, count, final],
-                      [gallery, info, seed], api_name=False)
+        def validate(*args):
+            return validations(problems(registry, *args))
+
+        gr.on([run.click, prompt.submit], generate, inputs, [gallery, note, seed], api_name="generate",
+              validator=validate, show_progress_on=[gallery], **MODEL_WORK)
+        examples.click(lambda sample: sample[0], examples, prompt, api_name=False, queue=False).then(
+            generate, inputs, [gallery, note, seed], api_name=False, show_progress_on=[gallery], **MODEL_WORK)
+        model.change(lambda m: controls(registry, m), model, [final, temperature, steps, examples, vocab],
+                     api_name=False, queue=False)
+        gr.on([prompt.change, model.change], lambda p, m: vocabulary_note(registry, p, m), [prompt, model], vocab,
+              api_name=False, queue=False, show_progress="hidden")
+
+        @gpu(duration=20)
+        def show_examples(model):
+            grid_items = grid(model)
+            text = (f"What `{model}` draws for its example prompts (seed {EXAMPLE_SEED}, default settings). "
+                    "Type a prompt and press Enter, or click an example." if grid_items else "")
+            return grid_items, text
+
+        gr.on([demo.load, model.change], show_examples, model, [gallery, note], api_name=False,
+              show_progress_on=[gallery], **MODEL_WORK)
     return model

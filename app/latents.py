@@ -1,5 +1,6 @@
 """Latents: every step of one generation — x-space state, transporter latent u, predictor mean μ and scale σ,
-the noise z — as image grids on one colour scale per quantity, plus heatmaps, histograms and statistics."""
+the noise z — as image rows aligned by state (t = 1 … t_0) on one colour scale per quantity, plus heatmaps,
+histograms and statistics."""
 from __future__ import annotations
 
 import gradio as gr
@@ -7,16 +8,27 @@ import torch
 
 from analysis.figures import latent_heatmap_figure, latent_histogram_figure, latent_panels, latent_stats_table
 
-from .widgets import EXAMPLE_PROMPTS, gpu, model_picker, pick_seed, show, user_errors
+from .widgets import (EXAMPLE_PROMPTS, MODEL_WORK, gpu, model_picker, model_problem, number_problem, pick_seed,
+                      prompt_problem, raise_problems, seed_problem, show, user_errors, validations)
+
+NAMES = ["x (state)", "u = f_T(x)", "μ (predictor mean)", "σ (predictor scale)", "z (noise drawn)"]
+TILE = 128  # px per tile: a row of 5 (K = 4) fits the page with its captions
+
+
+def problems(registry, prompt, model, steps, guidance, seed, randomize) -> list:
+    return [prompt_problem(prompt), model_problem(registry, model, "ntm"),
+            number_problem(steps, 1, 4, "Steps", integer=True), number_problem(guidance, 1.0, 8.0, "Guidance scale"),
+            seed_problem(seed, randomize), None]
 
 
 def inspect_latents(registry, prompt, model, steps, guidance, seed, randomize):
+    raise_problems(problems(registry, prompt, model, steps, guidance, seed, randomize))
     pipe = registry.get_ntm(model)
     seed = pick_seed(seed, randomize)
     out = pipe(prompt, num_inference_steps=int(steps), guidance_scale=float(guidance),
                generator=torch.Generator().manual_seed(seed), denoise="none", return_trajectory=True)
     panels = latent_panels(out.trajectory)
-    galleries = [[(show(img, 160), cap) for img, cap in panels[name]] for name in panels]
+    galleries = [[(show(img, TILE), cap) for img, cap in panels[name]] for name in NAMES]  # K + 1 tiles per row
     return (*galleries, latent_heatmap_figure(out.trajectory), latent_histogram_figure(out.trajectory),
             latent_stats_table(out.trajectory), seed)
 
@@ -24,28 +36,33 @@ def inspect_latents(registry, prompt, model, steps, guidance, seed, randomize):
 def build(registry):
     with gr.Tab("Latents", id="latents"):
         gr.Markdown("What the transporter does: for each step, the state x, its latent u = f_T(x), and the Gaussian "
-                    "(μ, σ) the predictor puts on the next latent. Channels are shown as RGB; each row shares one "
-                    "colour scale (x: [−1, 1]; u, μ, z: ± their largest magnitude; σ: log σ around its mean).")
+                    "(μ, σ) the predictor puts on the next latent. Columns are the states from t = 1 (pure noise) to "
+                    "t_0; μ, σ and z sit under the state they produce. Each row shares one colour scale (x: [−1, 1]; "
+                    "u, μ, z: ± their largest magnitude; σ: log σ around its mean).")
+        with gr.Row(equal_height=True):
+            prompt = gr.Textbox(show_label=False, value=EXAMPLE_PROMPTS[2], lines=1, max_lines=1, scale=5,
+                                container=False, placeholder="A prompt to trace", elem_id="lat-prompt")
+            button = gr.Button("Inspect", variant="primary", scale=1, min_width=90)
         with gr.Row():
-            prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[2], scale=3)
             model = model_picker(registry, kind="ntm")
-        with gr.Row():
             steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
             guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
-            seed = gr.Number(value=0, precision=0, label="Seed")
+            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
             randomize = gr.Checkbox(value=False, label="Randomize seed")
-            button = gr.Button("Inspect", variant="primary")
-        names = ["x (state)", "u = f_T(x)", "μ (predictor mean)", "σ (predictor scale)", "z (noise drawn)"]
-        galleries = [gr.Gallery(label=n, columns=5, height=200, object_fit="contain") for n in names]
-        heatmap = gr.Plot(label="Transporter displacement")
-        hist = gr.Plot(label="Distributions")
+        galleries = [gr.Gallery(label=n, columns=5, height="auto", object_fit="contain", allow_preview=False,
+                                elem_classes="pixelated") for n in NAMES]
+        heatmap = gr.Plot(label="Transporter displacement |f_T(x) − x| per state")
+        hist = gr.Plot(label="Distributions per step: u − x and log σ")
         stats = gr.Dataframe(label="Per-step statistics", interactive=False)
 
-        @gpu
+        @gpu(duration=15)
         @user_errors
         def run(prompt, model, steps, guidance, seed, randomize):
             return inspect_latents(registry, prompt, model, steps, guidance, seed, randomize)
 
-        button.click(run, [prompt, model, steps, guidance, seed, randomize], [*galleries, heatmap, hist, stats, seed],
-                     api_name="latents")
+        def validate(*args):
+            return validations(problems(registry, *args))
+
+        gr.on([button.click, prompt.submit], run, [prompt, model, steps, guidance, seed, randomize],
+              [*galleries, heatmap, hist, stats, seed], api_name="latents", validator=validate, **MODEL_WORK)
     return model

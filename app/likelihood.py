@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 
 import gradio as gr
 import numpy as np
@@ -19,7 +18,15 @@ from ntm_core.pipeline import LIKELIHOOD_REFERENCE
 
 from analysis.figures import distribution_figure, nll_parts_figure, nll_parts_table, ranking_figure
 
-from .widgets import EXAMPLE_PROMPTS, gpu, model_picker, show, user_errors
+from .registry import ASSETS
+from .widgets import (EXAMPLE_PROMPTS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem, number_problem,
+                      prompt_problem, raise_problems, seed_problem, show, user_errors, validations)
+
+EXAMPLE_UPLOADS = [(os.path.join(ASSETS, "examples", name), prompts) for name, prompts in [
+    ("shapes-render.png", "a yellow circle and a yellow triangle\na red square\ntwo blue circles"),
+    ("mnist-digit.png", "a handwritten digit seven\na handwritten digit one\na handwritten digit four"),
+    ("outdoor-scene.jpg", "a yellow circle above a green square\na blue square")]]
+MAX_CANDIDATES = 32
 
 EXPLAIN = (
     "Three densities, three numbers (lower = more likely; D = C·H·W image dimensions):\n"
@@ -35,10 +42,26 @@ TIE_SE = 2.0  # a candidate within this many standard errors of the best one is 
 
 
 def _csv(df: pd.DataFrame, stem: str) -> str:
-    f = tempfile.NamedTemporaryFile("w", suffix=".csv", prefix=stem + "-", delete=False)
-    df.to_csv(f, index=False)
-    f.close()
-    return f.name
+    return OUTPUTS.csv(df, stem)  # pruned after an hour
+
+
+def generated_problems(registry, prompt, model, steps, count, trajectories, seed) -> list:
+    return [prompt_problem(prompt), model_problem(registry, model, "ntm"),
+            number_problem(steps, 1, 8, "K", integer=True), number_problem(count, 1, 8, "Images", integer=True),
+            number_problem(trajectories, 1, 16, "Forward trajectories", integer=True), seed_problem(seed)]
+
+
+def upload_problems(registry, upload, prompts, model, steps, trajectories, seed) -> list:
+    lines = [p for p in (prompts or "").splitlines() if p.strip()] if isinstance(prompts, str) else None
+    if lines is None or not lines:
+        prompt_issue = "give at least one candidate prompt (one per line)"
+    elif len(lines) > MAX_CANDIDATES:
+        prompt_issue = f"at most {MAX_CANDIDATES} candidate prompts"
+    else:
+        prompt_issue = next(filter(None, map(prompt_problem, lines)), None)
+    return [None if upload else "upload an image first", prompt_issue, model_problem(registry, model, "ntm"),
+            number_problem(steps, 1, 8, "K", integer=True),
+            number_problem(trajectories, 1, 16, "Forward trajectories", integer=True), seed_problem(seed)]
 
 
 def _rows(results, labels) -> pd.DataFrame:
@@ -114,6 +137,7 @@ def rank_candidates(scores: torch.Tensor, candidates: list[str]) -> pd.DataFrame
 
 
 def likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, progress=None):
+    raise_problems(generated_problems(registry, prompt, model, steps, count, trajectories, seed))
     pipe = registry.get_ntm(model)
     if progress is not None:
         progress(0.1, desc="generating images")
@@ -138,14 +162,9 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
 
 
 def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, seed, progress=None):
-    if upload is None:
-        raise ValueError("upload an image first")
+    raise_problems(upload_problems(registry, upload, prompts, model, steps, trajectories, seed))
     pipe = registry.get_ntm(model)
-    candidates = [p.strip() for p in (prompts or "").splitlines() if p.strip()]
-    if not candidates:
-        raise ValueError("give at least one prompt (one per line)")
-    if len(candidates) > 32:
-        raise ValueError("at most 32 candidate prompts")
+    candidates = list(dict.fromkeys(p.strip() for p in prompts.splitlines() if p.strip()))
     path = upload if isinstance(upload, str) else getattr(upload, "name", upload)
     x = pipe.preprocess([path])  # raises a clear ValueError for anything that is not a readable image
     seen = show(((x[0] + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy(), 192)
@@ -202,14 +221,14 @@ def build(registry):
         with gr.Tab("Generated images of a prompt"):
             with gr.Row():
                 with gr.Column(scale=2, min_width=300):
-                    prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[0])
+                    prompt = gr.Textbox(label="Prompt (Enter runs)", value=EXAMPLE_PROMPTS[0], lines=1, max_lines=1)
                     model_g = model_picker(registry, kind="ntm")
                     with gr.Row():
                         steps_g = gr.Slider(1, 8, value=4, step=1, label="K (trajectory steps)")
                         count = gr.Slider(1, 8, value=4, step=1, label="Images")
                     with gr.Row():
                         traj_g = gr.Slider(1, 16, value=4, step=1, label="Forward trajectories per image")
-                        seed_g = gr.Number(value=0, precision=0, label="Seed")
+                        seed_g = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     go_g = gr.Button("Compute likelihoods", variant="primary")
                 with gr.Column(scale=3):
                     gallery = gr.Gallery(label="Images", columns=4, height=180, object_fit="contain")
@@ -219,13 +238,14 @@ def build(registry):
                 dist_g = gr.Plot()
             csv_g = gr.File(label="All results (CSV)")
 
-            @gpu
+            @gpu(duration=30)
             @user_errors
             def run_generated(prompt, model, steps, count, trajectories, seed, progress=gr.Progress()):
                 return likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, progress)
 
-            go_g.click(run_generated, [prompt, model_g, steps_g, count, traj_g, seed_g],
-                       [gallery, parts_g, dist_g, summary, csv_g], api_name="likelihood_generated")
+            gr.on([go_g.click, prompt.submit], run_generated, [prompt, model_g, steps_g, count, traj_g, seed_g],
+                  [gallery, parts_g, dist_g, summary, csv_g], api_name="likelihood_generated",
+                  validator=lambda *a: validations(generated_problems(registry, *a)), **MODEL_WORK)
 
         with gr.Tab("An uploaded image"):
             with gr.Row():
@@ -238,8 +258,11 @@ def build(registry):
                     with gr.Row():
                         steps_u = gr.Slider(1, 8, value=4, step=1, label="K (trajectory steps)")
                         traj_u = gr.Slider(1, 16, value=4, step=1, label="Forward trajectories")
-                        seed_u = gr.Number(value=0, precision=0, label="Seed")
+                        seed_u = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     go_u = gr.Button("Rank prompts by likelihood", variant="primary", elem_id="lik-button")
+                    gr.Examples([[path, p] for path, p in EXAMPLE_UPLOADS if os.path.exists(path)],
+                                inputs=[upload, prompts], label="Example uploads: in-distribution render, MNIST "
+                                "digit, outdoor scene (pick a model, then Rank)")
                 with gr.Column(scale=3):
                     seen = gr.Image(label="As the model sees it", height=200, elem_id="lik-seen")
                     note_u = gr.Markdown(elem_id="lik-note")
@@ -251,11 +274,12 @@ def build(registry):
             parts_table = gr.Dataframe(label="Per-step parts for the best prompt (bits/dim)", interactive=False)
             csv_u = gr.File(label="All results (CSV)")
 
-            @gpu
+            @gpu(duration=60)
             @user_errors
             def run_upload(upload, prompts, model, steps, trajectories, seed, progress=gr.Progress()):
                 return likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, seed, progress)
 
             go_u.click(run_upload, [upload, prompts, model_u, steps_u, traj_u, seed_u],
-                       [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u], api_name="likelihood")
+                       [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u], api_name="likelihood",
+                       validator=lambda *a: validations(upload_problems(registry, *a)), **MODEL_WORK)
     return model_g, model_u

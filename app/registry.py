@@ -5,12 +5,17 @@ folders (os.pathsep-separated), NTM_STUDIO_RUNS moves the runs folder.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
+from dataclasses import dataclass, field
 
 import torch
+import yaml
 
-from ntm_core.pipeline import NTMPipeline, load_pipeline
+from ntm_core.data import caption_vocabulary, example_prompts
+from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
@@ -41,6 +46,62 @@ def discover() -> dict[str, str]:
     return found
 
 
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model can do, read from its folder without loading its weights: the tabs set their controls from it."""
+
+    label: str
+    is_ntm: bool
+    has_denoiser: bool = False
+    gaussian_only: bool = False  # an NTM whose transporter is the identity (the paper's ablation)
+    dataset: str | None = None
+    vocabulary: frozenset[str] | None = field(default=None, repr=False)
+
+    @property
+    def examples(self) -> list[str]:
+        return example_prompts(self.dataset)
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """Words of `prompt` its training captions never used ([] when the vocabulary is unknown)."""
+        if self.vocabulary is None:
+            return []
+        words = re.findall(r"[a-z]+(?:-[a-z]+)*", prompt.lower())
+        return list(dict.fromkeys(w for w in words if w not in self.vocabulary))
+
+    def vocabulary_note(self, prompt: str) -> str:
+        unknown = self.unknown_words(prompt)
+        if not unknown:
+            return ""
+        return (f"⚠️ `{self.label}` never saw {', '.join(repr(w) for w in unknown[:8])} in its training captions "
+                f"({self.dataset}); it will draw something, but not what {'that word says' if len(unknown) == 1 else 'those words say'}. "
+                f"Try: *{self.examples[0]}*." if self.examples else "")
+
+
+def model_info(label: str, folder: str) -> ModelInfo:
+    index = _read_json(os.path.join(folder, "model_index.json"))
+    is_ntm = index.get("_class_name") == NTMPipeline.__name__
+    transporter = _read_json(os.path.join(folder, "transporter", "config.json"))
+    dataset = None
+    for cfg in (os.path.join(folder, "training", "config.yaml"), os.path.join(os.path.dirname(folder), "config.yaml")):
+        try:
+            with open(cfg) as f:
+                dataset = ((yaml.safe_load(f) or {}).get("data") or {}).get("kind")
+            break
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+    return ModelInfo(label, is_ntm, has_denoiser=bool(is_ntm and (index.get("denoiser") or [None])[0]),
+                     gaussian_only=bool(is_ntm and transporter.get("num_blocks", 1) == 0), dataset=dataset,
+                     vocabulary=caption_vocabulary(dataset))
+
+
 class Registry:
     def __init__(self):
         self._lock = threading.Lock()
@@ -48,19 +109,23 @@ class Registry:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     def choices(self, kind: str | None = None) -> list[str]:
-        labels = list(discover())
-        if kind == "ntm":
-            labels = [lb for lb in labels if self.is_ntm(lb)]
-        return labels
+        """Labels of the models that can do a tab's job: None = any, "ntm" = exact likelihood, "denoiser" = an NTM
+        with a learned denoiser (the Compare tab)."""
+        found = discover()
+        if kind is None:
+            return list(found)
+        want = {"ntm": lambda i: i.is_ntm, "denoiser": lambda i: i.has_denoiser}[kind]
+        return [label for label, folder in found.items() if want(model_info(label, folder))]
+
+    def info(self, label: str) -> ModelInfo:
+        folder = self.folder(label)
+        if folder is None:
+            raise ValueError(f"no model named {label!r}; pick one from the list")
+        return model_info(label, folder)
 
     def is_ntm(self, label: str) -> bool:
-        import json
-
-        folder = discover().get(label)
-        if not folder:
-            return False
-        with open(os.path.join(folder, "model_index.json")) as f:
-            return json.load(f).get("_class_name") == "NTMPipeline"
+        folder = self.folder(label)
+        return bool(folder) and model_info(label, folder).is_ntm
 
     def default(self, kind: str | None = None) -> str | None:
         labels = self.choices(kind)
@@ -69,7 +134,7 @@ class Registry:
     def folder(self, label: str) -> str | None:
         return discover().get(label) if label else None
 
-    def get(self, label: str):
+    def get(self, label: str) -> NTMPipeline | FlowMatchingPipeline:
         folder = self.folder(label)
         if folder is None:
             raise ValueError(f"no model named {label!r}; pick one from the list")

@@ -25,8 +25,10 @@ def enabled() -> bool:
 def build(registry, jobs: JobManager | None = None):
     with gr.Tab("Train", id="train"):
         if not enabled():
-            gr.Markdown("Training is switched off here. Run the app with `NTM_STUDIO_ENABLE_TRAINING=1` to launch "
-                        "training jobs from this tab (or use `python -m ntm_core.train`, see the README).")
+            gr.Markdown("Training is switched off here (a public Space must not let strangers launch jobs). To train "
+                        "your own model: **duplicate this Space** (button at the top) onto your own GPU hardware and "
+                        "set the variable `NTM_STUDIO_ENABLE_TRAINING=1`, or run the app locally with it "
+                        "(or use `python -m ntm_core.train`, see the README).")
             return None
         jobs = jobs or JobManager()
         gr.Markdown(f"Jobs run as separate processes on **{hardware()}**. A finished job's model appears in the "

@@ -1,14 +1,22 @@
-"""Pieces every tab uses: model pickers, seeds, display upscaling, ZeroGPU, and errors shown as gr.Error."""
+"""Pieces every tab uses: model pickers, seeds, input checks, display upscaling, output files, ZeroGPU, and errors
+shown as gr.Error."""
 from __future__ import annotations
 
 import functools
+import math
+import os
 import random
+import re
+import shutil
+import tempfile
+import threading
+import time
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ntm_core.data.shapes import ShapesDataset
+from ntm_core.data import example_prompts
 
 try:  # on a Hugging Face ZeroGPU Space, GPU work must be decorated
     import spaces
@@ -18,20 +26,115 @@ except ImportError:  # locally: a no-op
     def gpu(fn=None, **_):
         return fn if fn is not None else (lambda f: f)
 
-EXAMPLE_PROMPTS = [ShapesDataset("test", seed=s)[0]["caption"] for s in range(6)] + [
-    "a red circle", "two green triangles", "a blue square to the left of a yellow circle"]
+EXAMPLE_PROMPTS = example_prompts("shapes")
 DISPLAY = 256  # px: small model outputs are shown enlarged with nearest-neighbour (no blur)
+MAX_PROMPT_CHARS = 500  # the encoder reads ≤ 32 tokens; longer text only costs memory
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+MODEL_WORK = dict(concurrency_id="model", concurrency_limit=2)  # one limit shared by every tab's model work
 
 
 def show(img, size: int = DISPLAY) -> Image.Image:
     if isinstance(img, np.ndarray):
-        img = Image.fromarray(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img)  # grey models
+        img = Image.fromarray(_hwc(img))  # grey models
     scale = max(1, size // max(img.size))
     return img.resize((img.size[0] * scale, img.size[1] * scale), Image.Resampling.NEAREST)
 
 
 def pick_seed(seed, randomize: bool) -> int:
     return random.randint(0, 2**31 - 1) if randomize or seed is None else int(seed)
+
+
+# ---- input checks: one function per kind of input, returning the problem in words or None ----
+def number_problem(value, lo: float, hi: float, name: str, integer: bool = False) -> str | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return f"{name} must be a number"
+    if not math.isfinite(v) or not lo <= v <= hi:
+        return f"{name} must be between {lo:g} and {hi:g}"
+    if integer and v != int(v):
+        return f"{name} must be a whole number"
+    return None
+
+
+def seed_problem(seed, randomize: bool = False) -> str | None:
+    if randomize:
+        return None
+    if seed is None:
+        return "give a seed (or tick Randomize seed)"
+    return number_problem(seed, 0, MAX_SEED, "Seed", integer=True)
+
+
+def prompt_problem(prompt) -> str | None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "write a prompt (the text to draw)"
+    if len(prompt) > MAX_PROMPT_CHARS:
+        return f"the prompt has {len(prompt):,} characters; at most {MAX_PROMPT_CHARS} (the encoder reads 32 tokens)"
+    return None
+
+
+def model_problem(registry, label, kind: str | None = None) -> str | None:
+    if not isinstance(label, str) or registry.folder(label) is None:
+        return "pick a model from the list"
+    if kind and label not in registry.choices(kind):
+        return {"ntm": f"{label} has no exact likelihood (flow matching): pick an NTM",
+                "denoiser": f"{label} has no learned denoiser to compare with: pick a model that has one"}[kind]
+    return None
+
+
+def validations(problems: list[str | None]):
+    """gr.validate objects for an event's `validator`: a bad input is marked where it is, before the event runs,
+    so no output is touched (or badged)."""
+    return [gr.validate(p is None, p or "") for p in problems]
+
+
+def raise_problems(problems: list[str | None]) -> None:
+    """The same checks inside the handler, for callers that bypass the queue's validator."""
+    found = [p for p in problems if p]
+    if found:
+        raise ValueError("; ".join(found))
+
+
+# ---- output files: PNGs and CSVs a user downloads, in one folder that is pruned as it grows ----
+class OutputFiles:
+    """Each call's files in a fresh subfolder (names stay readable: prompt and seed, never clashing), removed
+    after `max_age` seconds; gradio serves its own copies, which Blocks(delete_cache=…) removes."""
+
+    def __init__(self, root: str | None = None, max_age: float = 3600.0):
+        self.root = root or os.path.join(tempfile.gettempdir(), f"ntm-studio-{os.getpid()}")
+        self.max_age = max_age
+        self._lock = threading.Lock()
+
+    def new_folder(self) -> str:
+        with self._lock:
+            os.makedirs(self.root, exist_ok=True)
+            now = time.time()
+            for name in os.listdir(self.root):
+                path = os.path.join(self.root, name)
+                if now - os.path.getmtime(path) > self.max_age:
+                    shutil.rmtree(path, ignore_errors=True)
+            return tempfile.mkdtemp(dir=self.root)
+
+    def png(self, folder: str, image, stem: str) -> str:
+        path = os.path.join(folder, f"{slug(stem)}.png")
+        (image if isinstance(image, Image.Image) else Image.fromarray(_hwc(image))).save(path)
+        return path
+
+    def csv(self, df, stem: str) -> str:
+        path = os.path.join(self.new_folder(), f"{slug(stem)}.csv")
+        df.to_csv(path, index=False)
+        return path
+
+
+OUTPUTS = OutputFiles()
+
+
+def slug(text: str, limit: int = 60) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "image"
+
+
+def _hwc(arr: np.ndarray) -> np.ndarray:
+    return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
 
 
 def user_errors(fn):
@@ -49,10 +152,12 @@ def user_errors(fn):
     return wrapper
 
 
-def model_picker(registry, label: str = "Model", kind: str | None = None) -> gr.Dropdown:
+def model_picker(registry, label: str = "Model", kind: str | None = None, **kw) -> gr.Dropdown:
+    """Lists the models that can do the tab's job; a model trained after the app started is accepted too (the
+    registry checks every label, so a custom value never reaches a path)."""
     choices = registry.choices(kind)
-    return gr.Dropdown(choices=choices, value=registry.default(kind), label=label,
-                       info="bundled models, and any finished training run")
+    return gr.Dropdown(choices=choices, value=registry.default(kind), label=label, allow_custom_value=True,
+                       info=kw.pop("info", "bundled models, and any finished training run"), **kw)
 
 
 def refresh_pickers(demo, registry, pickers: list[tuple[gr.Dropdown, str | None]]) -> None:

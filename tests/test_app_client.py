@@ -1,5 +1,7 @@
 """The app's API through gradio_client, against the app launched on 127.0.0.1: generate (image returned, seed
 reproducible), likelihood of an uploaded PNG, a corrupt upload giving a clear error, and the Train tab's switch."""
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,7 +19,9 @@ def client(tmp_path_factory):
     models = make_models(str(root))
     _write_reference(models)
     srv = AppServer(models, str(root))
-    yield Client(srv.url, verbose=False)
+    c = Client(srv.url, verbose=False)
+    c.runs_root = str(root)  # NTM_STUDIO_RUNS of the server
+    yield c
     srv.stop()
 
 
@@ -29,14 +33,17 @@ def _write_reference(folder):
     write_reference(folder, load_pipeline(folder), "shapes", 48, 4, 0)
 
 
-def _generate(client, seed, final="learned denoiser (fast)", count=2):
+def _generate(client, seed, final="learned", count=2):
     return client.predict("a red circle", "testmodel", 4, 3.0, 1.0, seed, False, count, final, api_name="/generate")
 
 
-def _pixels(item):
+def _path(item):
     path = item["image"] if isinstance(item, dict) else item[0]
-    path = path["path"] if isinstance(path, dict) else path
-    return np.asarray(Image.open(path).convert("RGB"))
+    return path["path"] if isinstance(path, dict) else path
+
+
+def _pixels(item):
+    return np.asarray(Image.open(_path(item)).convert("RGB"))
 
 
 def test_generate_returns_images_and_is_seed_reproducible(client):
@@ -49,7 +56,9 @@ def test_generate_returns_images_and_is_seed_reproducible(client):
     assert np.array_equal(_pixels(gallery[0]), _pixels(again[0]))
     assert np.array_equal(_pixels(gallery[1]), _pixels(other[0])), "image i uses seed + i"
     assert not np.array_equal(_pixels(gallery[0]), _pixels(other[0]))
-    assert _pixels(gallery[0]).shape[0] >= 128, "shown enlarged"
+    assert _pixels(gallery[0]).shape[:2] == (16, 16), "served at the tiny model's resolution (the page enlarges it)"
+    name = os.path.basename(_path(gallery[1]))
+    assert name == "a-red-circle-seed8.png", "downloads are PNGs named with the prompt and the seed"
 
 
 def test_likelihood_of_an_uploaded_png(client, tmp_path):
@@ -85,8 +94,8 @@ def test_corrupt_upload_is_a_clear_error(client, tmp_path):
 
 
 def test_empty_prompt_is_a_clear_error(client):
-    with pytest.raises(Exception, match="empty prompt"):
-        client.predict("  ", "testmodel", 4, 3.0, 1.0, 1, False, 1, "none (x at t_min)", api_name="/generate")
+    with pytest.raises(Exception, match="prompt: write a prompt"):
+        client.predict("  ", "testmodel", 4, 3.0, 1.0, 1, False, 1, "none", api_name="/generate")
 
 
 def test_train_endpoint_is_off_by_default(client):
@@ -105,5 +114,66 @@ def test_compare_reports_speed_and_pixel_distance(client):
 def test_latents_show_every_step(client):
     *galleries, heat, hist, stats, seed = client.predict("a red circle", "testmodel", 3, 3.0, 1, False,
                                                          api_name="/latents")
-    assert [len(g) for g in galleries] == [4, 4, 3, 3, 3], "x and u: K+1 states; μ, σ, z: K steps"
+    assert [len(g) for g in galleries] == [4] * 5, "one column per state (K + 1), μ, σ, z under the state they make"
+    assert all(g[0]["caption"] == "t=1: prior N(0, I)" for g in galleries[2:]), "the prior column has no μ, σ, z"
     assert len(stats["data"]) == 3 and seed == 1
+
+
+def test_nan_over_raw_http_is_refused(client):
+    """JSON clients other than gradio_client can send NaN (Python's json reads it); the validator refuses it with
+    HTTP 422 before anything runs."""
+    import httpx
+
+    for body in ('["a red circle", "testmodel", 4, NaN, 1.0, 1, false, 1, "learned"]',
+                 '["a red circle", "testmodel", 4, 3.0, NaN, 1, false, 1, "learned"]',
+                 '["a red circle", "testmodel", 4, 3.0, Infinity, 1, false, 1, "learned"]'):
+        r = httpx.post(client.src.rstrip("/") + "/gradio_api/call/generate", content='{"data": ' + body + "}",
+                       headers={"content-type": "application/json"}, timeout=30)
+        # NaN passes the slider's own range check (every comparison is false): our validator answers 422;
+        # ±Infinity is caught by the slider first (400). Either way nothing is queued.
+        assert r.status_code in (400, 422) and "event_id" not in r.text, (r.status_code, r.text)
+        assert "must be between" in r.text or "maximum value" in r.text
+
+
+@pytest.mark.parametrize("field,args", [
+    ("seed", dict(seed=2**64)), ("seed", dict(seed=-1)),
+    ("final", dict(final="learned denoiser (fast)")), ("steps", dict(steps=9)), ("count", dict(count=500)),
+    ("model", dict(model="../../etc")), ("prompt", dict(prompt="circle " * 200)),
+])
+def test_bad_numbers_and_labels_are_refused_before_running(client, field, args):
+    """Refused before anything runs: by the event's validator (a message naming the input), or for values outside a
+    slider's range / a radio's choices by gradio's own check first (HTTP 400). A seed ≥ 2⁶⁴ used to overflow."""
+    kw = dict(prompt="a red circle", model="testmodel", steps=4, guidance=3.0, temperature=1.0, seed=1,
+              randomize=False, count=1, final="learned")
+    kw.update(args)
+    with pytest.raises(Exception, match=f"failed validation:\n- {field}: |400 Bad Request"):
+        client.predict(*kw.values(), api_name="/generate")
+
+
+def test_final_step_takes_the_values_the_api_lists(client):
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]
+    final = next(p for p in info["parameters"] if p["parameter_name"] == "final")
+    assert set(final["type"]["enum"]) == {"learned", "score", "none"}
+    for mode in ("score", "none"):
+        gallery, note, _ = _generate(client, 3, final=mode, count=1)
+        assert len(gallery) == 1 and f"final step: {mode}" in note
+
+
+def test_compare_runs_each_extra_model_once_and_caps_them(client):
+    gallery, table, _, _ = client.predict("a red circle", "testmodel", 2, 3.0, 3, False, ["testmodel"] * 300,
+                                          api_name="/compare")
+    assert len(table["data"]) == 3 and len(gallery) == 3, "300 repeats of one model run it once"
+
+
+def test_a_model_trained_after_start_is_accepted(client, tmp_path):
+    """The pickers list models at page load; the API takes any label the registry knows now (never a path)."""
+    import shutil
+
+    runs = client.runs_root
+    shutil.copytree(os.path.join(runs, "testmodel", "pipeline"), os.path.join(runs, "late-job", "pipeline"))
+    try:
+        gallery, note, _ = client.predict("a red circle", "trained: late-job", 1, 3.0, 1.0, 1, False, 1, "learned",
+                                          api_name="/generate")
+        assert len(gallery) == 1 and "trained: late-job" in note
+    finally:
+        shutil.rmtree(os.path.join(runs, "late-job"))

@@ -12,3 +12,30 @@ def collate(items: list[dict]) -> dict:
         if key != "image":
             out[key] = [it[key] for it in items]
     return out
+
+
+def caption_vocabulary(kind: str | None) -> frozenset[str] | None:
+    """The words a dataset's captions use (None when unknown, e.g. a user's image folder)."""
+    if kind == "shapes":
+        from .shapes import VOCABULARY
+
+        return VOCABULARY
+    if kind in ("mnist", "fashion-mnist"):
+        from .idx import DATASETS
+
+        return frozenset(w for y in range(10) for w in DATASETS[kind](y).split())
+    return None
+
+
+def example_prompts(kind: str | None) -> list[str]:
+    """A few captions of the kind the dataset's model was trained on (the held-out shapes split for shapes)."""
+    if kind in ("mnist", "fashion-mnist"):
+        from .idx import DATASETS
+
+        return [DATASETS[kind](y) for y in (7, 3, 0, 5, 1, 8)]
+    if kind == "shapes":
+        from .shapes import ShapesDataset
+
+        return [ShapesDataset("test", seed=s).caption_at(0) for s in range(6)] + [
+            "a red circle", "two green triangles", "a blue square to the left of a yellow circle"]
+    return []

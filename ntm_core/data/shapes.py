@@ -30,6 +30,9 @@ RELATIONS = {  # relation → wordings; the evaluator reads only the relation
     "above": ("above", "over"),
     "below": ("below", "under"),
 }
+VOCABULARY = frozenset(  # every word a caption can use (the text encoder reads others, the model never saw them)
+    [*COLORS, *KINDS, *PLURAL.values(), *NUMBERS.values(), "a", "single", "and", "together", "with",
+     *" ".join(w for ws in RELATIONS.values() for w in ws).split(), "picture", "image", "drawing", "an", "of"])
 CATEGORIES = ("single_object", "two_object", "counting", "color_attr", "position")
 PREFIXES = ("", "", "a picture of ", "an image of ", "a drawing of ")
 HOLDOUT_FRACTION = 0.1
@@ -176,6 +179,11 @@ class ShapesDataset(torch.utils.data.Dataset):
         cat = self.categories[int(rng.integers(len(self.categories)))]
         specs = self.specs[cat]
         return specs[int(rng.integers(len(specs)))], rng
+
+    def caption_at(self, index: int) -> str:
+        """Item `index`'s caption, without rendering its image."""
+        spec, rng = self.spec_at(int(index))
+        return caption(spec, rng)
 
     def __getitem__(self, index: int) -> dict:
         spec, rng = self.spec_at(int(index))
