@@ -63,7 +63,7 @@ def build(registry):
     with gr.Tab("Compare", id="compare"):
         gr.Markdown("The same prompt and seed through several final steps / models, side by side.")
         with gr.Row(equal_height=True):
-            prompt = gr.Textbox(show_label=False, value=EXAMPLE_PROMPTS[1], lines=1, max_lines=1, scale=5,
+            prompt = gr.Textbox(label="Prompt", show_label=False, value=EXAMPLE_PROMPTS[1], lines=1, max_lines=1, scale=5,
                                 container=False, placeholder="A prompt to compare on", elem_id="cmp-prompt")
             button = gr.Button("Compare", variant="primary", scale=1, min_width=90)
         with gr.Row():

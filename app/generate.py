@@ -128,7 +128,7 @@ def build(registry, demo: gr.Blocks):
     grid = ExampleGrid(registry)
     with gr.Tab("Generate", id="generate"):
         with gr.Row(equal_height=True):
-            prompt = gr.Textbox(show_label=False, value=examples_now[0] if examples_now else "", lines=1, max_lines=1,
+            prompt = gr.Textbox(label="Prompt", show_label=False, value=examples_now[0] if examples_now else "", lines=1, max_lines=1,
                                 placeholder="Describe an image, e.g. a red circle above a blue square", scale=5,
                                 container=False, elem_id="gen-prompt", max_length=None)
             run = gr.Button("Run", variant="primary", scale=1, min_width=90, elem_id="gen-button")

@@ -40,7 +40,7 @@ def build(registry):
                     "t_0; μ, σ and z sit under the state they produce. Each row shares one colour scale (x: [−1, 1]; "
                     "u, μ, z: ± their largest magnitude; σ: log σ around its mean).")
         with gr.Row(equal_height=True):
-            prompt = gr.Textbox(show_label=False, value=EXAMPLE_PROMPTS[2], lines=1, max_lines=1, scale=5,
+            prompt = gr.Textbox(label="Prompt", show_label=False, value=EXAMPLE_PROMPTS[2], lines=1, max_lines=1, scale=5,
                                 container=False, placeholder="A prompt to trace", elem_id="lat-prompt")
             button = gr.Button("Inspect", variant="primary", scale=1, min_width=90)
         with gr.Row():
@@ -49,7 +49,7 @@ def build(registry):
             guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
             seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
             randomize = gr.Checkbox(value=False, label="Randomize seed")
-        galleries = [gr.Gallery(label=n, columns=5, height="auto", object_fit="contain", allow_preview=False,
+        galleries = [gr.Gallery(label=n, columns=5, height="fit-content", object_fit="contain", allow_preview=False,
                                 elem_classes="pixelated") for n in NAMES]
         heatmap = gr.Plot(label="Transporter displacement |f_T(x) − x| per state")
         hist = gr.Plot(label="Distributions per step: u − x and log σ")

@@ -9,6 +9,7 @@ from PIL import Image
 
 from .browser_helpers import CHROMIUM, CHROMIUM_ARGS, AppServer, make_models
 
+PROMPT = "#gen-prompt input, #gen-prompt textarea"
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (.ci/run installs it)"),
     pytest.mark.slow,
@@ -35,11 +36,10 @@ def test_generate_and_upload_in_chromium(server, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(server.url, wait_until="networkidle")
-        page.locator("#gen-prompt textarea").fill("a red circle to the left of a blue square")
+        page.locator(PROMPT).fill("a red circle to the left of a blue square")
         page.locator("#gen-button").click()
-        page.locator("#gen-gallery img").first.wait_for(timeout=90_000)
+        page.get_by_text("image(s) in").first.wait_for(timeout=90_000)
         assert page.locator("#gen-gallery img").count() >= 1
-        assert page.get_by_text("image(s) in").first.is_visible()
         page.screenshot(path=os.path.join(shots, "generate.png"), full_page=True)
 
         page.get_by_role("tab", name="Likelihood").click()
@@ -52,4 +52,51 @@ def test_generate_and_upload_in_chromium(server, tmp_path):
         assert page.locator(".js-plotly-plot").count() >= 2, "the ranking and per-step charts render"
         page.wait_for_timeout(500)
         page.screenshot(path=os.path.join(shots, "likelihood.png"), full_page=True)
+        browser.close()
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (390, 844)])
+def test_run_is_above_the_fold_and_examples_render_on_load(server, size, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+        page.goto(server.url, wait_until="networkidle")
+        run = page.locator("#gen-button").bounding_box()
+        prompt = page.locator(PROMPT).first.bounding_box()
+        assert run["y"] + run["height"] <= size[1] and run["x"] + run["width"] <= size[0], run
+        assert abs((prompt["y"] + prompt["height"] / 2) - (run["y"] + run["height"] / 2)) < 25, "prompt and Run: one row"
+        # before any click: the model's example grid
+        page.locator("#gen-gallery img").first.wait_for(timeout=120_000)
+        assert page.locator("#gen-gallery img").count() >= 4
+        assert page.get_by_text("example ·").count() >= 1
+        assert page.locator("#gen-examples").is_visible()
+        assert not page.get_by_text("Guidance scale").first.is_visible(), "advanced settings start closed"
+        page.screenshot(path=os.path.join(os.environ.get("NTM_SCREENSHOTS", str(tmp_path)), f"landing-{size[0]}.png"))
+        browser.close()
+
+
+def test_enter_runs_and_an_error_badges_nothing_else(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(server.url, wait_until="networkidle")
+        page.locator("#gen-gallery img").first.wait_for(timeout=120_000)
+        page.locator(PROMPT).first.fill("two green triangles")
+        page.locator(PROMPT).first.press("Enter")
+        page.get_by_text("image(s) in").first.wait_for(timeout=90_000)
+        assert page.get_by_text("seed ").count() >= 1, "the Enter key ran a generation"
+        shown = page.locator("#gen-gallery img").count()
+        # an empty prompt: the message sits on the prompt; the gallery, note and seed keep their values, unbadged
+        page.locator(PROMPT).first.fill("")
+        page.locator("#gen-button").click()
+        page.get_by_text("write a prompt").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
+        assert page.get_by_text("Error", exact=True).count() == 0, "no Error badge on any output"
+        assert page.locator("#gen-gallery img").count() == shown and page.get_by_text("image(s) in").first.is_visible()
         browser.close()
