@@ -97,29 +97,28 @@ class ExampleGrid:
 def controls(registry, model):
     """The Generate tab's controls for one model: what it ignores is disabled, with the reason."""
     if model_problem(registry, model) is not None:
-        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+        return gr.update(), gr.update(), gr.update(), gr.update()
     info = registry.info(model)
     if not info.is_ntm:
-        final = gr.Radio(choices=FINAL, value="none", interactive=False,
-                         info="flow matching ends with its last Euler step: there is no final step to choose")
-        temperature = gr.Slider(interactive=False, value=1.0, info="flow matching has no temperature: its ODE is "
-                                                                   "deterministic given the starting noise")
-        steps = gr.Slider(maximum=FM_STEPS, value=FM_STEPS, info="Euler steps of the flow-matching ODE")
+        final = gr.update(choices=FINAL, value="none", interactive=False,
+                          info="flow matching ends with its last Euler step: there is no final step to choose")
+        temperature = gr.update(interactive=False, value=1.0,
+                                info="flow matching has no temperature: its ODE is deterministic given the noise")
+        steps = gr.update(maximum=FM_STEPS, value=FM_STEPS, info="Euler steps of the flow-matching ODE")
     else:
         choices = FINAL if info.has_denoiser else FINAL[1:]
-        final = gr.Radio(choices=choices, value=choices[0][1], interactive=True,
-                         info=None if info.has_denoiser else "this model has no learned denoiser (score or none)")
-        temperature = gr.Slider(interactive=True, info="scales the predictor's σ (1 = the model's density)")
-        steps = gr.Slider(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps (the model was trained for 1–4)")
-    examples = gr.Dataset(samples=[[p] for p in info.examples])
-    return final, temperature, steps, examples, gr.Markdown(value="", visible=False)
+        final = gr.update(choices=choices, value=choices[0][1], interactive=True,
+                          info=None if info.has_denoiser else "this model has no learned denoiser (score or none)")
+        temperature = gr.update(interactive=True, info="scales the predictor's σ (1 = the model's density)")
+        steps = gr.update(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps (the model was trained for 1–4)")
+    return final, temperature, steps, gr.update(samples=[[p] for p in info.examples])
 
 
 def vocabulary_note(registry, prompt, model):
     if model_problem(registry, model) is not None or not isinstance(prompt, str):
-        return gr.Markdown(visible=False)
+        return gr.update(visible=False)
     note = registry.info(model).vocabulary_note(prompt)
-    return gr.Markdown(value=note, visible=bool(note))
+    return gr.update(value=note, visible=bool(note))
 
 
 def build(registry, demo: gr.Blocks):
@@ -170,7 +169,7 @@ def build(registry, demo: gr.Blocks):
               validator=validate, show_progress_on=[gallery], **MODEL_WORK)
         examples.click(lambda sample: sample[0], examples, prompt, api_name=False, queue=False).then(
             generate, inputs, [gallery, note, seed], api_name=False, show_progress_on=[gallery], **MODEL_WORK)
-        model.change(lambda m: controls(registry, m), model, [final, temperature, steps, examples, vocab],
+        model.change(lambda m: controls(registry, m), model, [final, temperature, steps, examples],
                      api_name=False, queue=False)
         gr.on([prompt.change, model.change], lambda p, m: vocabulary_note(registry, p, m), [prompt, model], vocab,
               api_name=False, queue=False, show_progress="hidden")

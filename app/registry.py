@@ -80,9 +80,11 @@ class ModelInfo:
         unknown = self.unknown_words(prompt)
         if not unknown:
             return ""
-        return (f"⚠️ `{self.label}` never saw {', '.join(repr(w) for w in unknown[:8])} in its training captions "
-                f"({self.dataset}); it will draw something, but not what {'that word says' if len(unknown) == 1 else 'those words say'}. "
-                f"Try: *{self.examples[0]}*." if self.examples else "")
+        words = ", ".join(repr(w) for w in unknown[:8])
+        what = "that word says" if len(unknown) == 1 else "those words say"
+        note = (f"⚠️ `{self.label}` never saw {words} in its training captions ({self.dataset}): it will draw "
+                f"something, but not what {what}.")
+        return note + (f" Try *{self.examples[0]}*." if self.examples else "")
 
 
 def model_info(label: str, folder: str) -> ModelInfo:

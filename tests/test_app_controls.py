@@ -1,0 +1,74 @@
+"""The app's controls say what runs: per-model control state, pickers filtered by what a tab needs, a prompt outside
+a model's vocabulary noted, the final step checked against the model, and output files pruned. Reads the bundled
+models' folders (no weights are loaded)."""
+import os
+import time
+
+import pandas as pd
+import pytest
+
+from app.generate import FINAL, controls, problems
+from app.registry import Registry
+from app.widgets import OutputFiles, slug
+
+
+@pytest.fixture(scope="module")
+def registry():
+    r = Registry()
+    needed = {"ntm-shapes32", "fm-shapes32", "ntm-mnist28", "gauss-shapes32"}
+    if not needed <= set(r.choices()):
+        pytest.skip("the bundled models are not in assets/")
+    return r
+
+
+def test_pickers_list_only_models_that_can_do_the_job(registry):
+    ntm = registry.choices("ntm")
+    assert "fm-shapes32" in registry.choices() and "fm-shapes32" not in ntm and "ntm-mnist28" in ntm
+    with_denoiser = registry.choices("denoiser")
+    assert "ntm-shapes32" in with_denoiser and "ntm-mnist28" not in with_denoiser
+    info = registry.info("gauss-shapes32")
+    assert info.is_ntm and info.gaussian_only and not registry.info("ntm-shapes32").gaussian_only
+
+
+def test_controls_follow_the_model(registry):
+    final, temperature, steps, examples = controls(registry, "fm-shapes32")
+    assert final["interactive"] is False and temperature["interactive"] is False, "flow matching ignores both"
+    assert "no final step" in final["info"] and steps["maximum"] == 50
+    final, temperature, steps, examples = controls(registry, "ntm-mnist28")
+    assert [v for _, v in final["choices"]] == ["score", "none"], "no learned denoiser: not offered"
+    assert final["value"] == "score" and temperature["interactive"] is True and steps["maximum"] == 4
+    assert all("handwritten digit" in s[0] for s in examples["samples"]), "the examples follow the model"
+    final, *_ = controls(registry, "ntm-shapes32")
+    assert final["choices"] == FINAL and final["value"] == "learned"
+
+
+def test_a_prompt_outside_the_vocabulary_gets_a_note(registry):
+    mnist = registry.info("ntm-mnist28")
+    assert mnist.unknown_words("a red circle") == ["red", "circle"]
+    note = mnist.vocabulary_note("a red circle")
+    assert "'red', 'circle'" in note and "a handwritten digit" in note
+    assert mnist.vocabulary_note("a handwritten digit three") == ""
+    assert registry.info("ntm-shapes32").unknown_words("A picture of two RED squares, left of a cyan circle") == []
+
+
+def test_the_final_step_is_checked_against_the_model(registry):
+    args = dict(prompt="a handwritten digit one", steps=4, guidance=3.0, temperature=1.0, seed=0, randomize=False,
+                count=1)
+    def final_problem(model, final):
+        return problems(registry, args["prompt"], model, args["steps"], args["guidance"], args["temperature"],
+                        args["seed"], args["randomize"], args["count"], final)[-1]
+    assert "no learned denoiser" in final_problem("ntm-mnist28", "learned")
+    assert final_problem("ntm-mnist28", "score") is None and final_problem("ntm-shapes32", "learned") is None
+    assert "learned, score or none" in final_problem("ntm-shapes32", "learned denoiser (fast)")
+    fm = problems(registry, "a red circle", "fm-shapes32", 50, 3.0, 1.0, 0, False, 1, "none")
+    assert fm == [None] * 9, "flow matching takes up to 50 Euler steps"
+
+
+def test_output_files_are_named_and_pruned(tmp_path):
+    files = OutputFiles(str(tmp_path / "out"), max_age=60)
+    old = files.csv(pd.DataFrame({"a": [1]}), "likelihood upload")
+    assert os.path.basename(old) == "likelihood-upload.csv"
+    os.utime(os.path.dirname(old), (time.time() - 120, time.time() - 120))
+    files.new_folder()
+    assert not os.path.exists(old), "folders older than max_age are removed when the next one is made"
+    assert slug("A Red circle, seed 7!") == "a-red-circle-seed-7" and slug("???") == "image"
