@@ -10,8 +10,9 @@ import torch
 
 from ntm_core.pipeline import NTMPipeline
 
-from .widgets import (EXAMPLE_PROMPTS, MODEL_WORK, gpu, model_picker, model_problem, number_problem, pick_seed,
-                      prompt_problem, raise_problems, seed_problem, show, user_errors, validations)
+from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, model_picker, model_problem, number_problem,
+                      pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show, user_errors,
+                      validations)
 
 MAX_BASELINES = 4
 
@@ -63,8 +64,8 @@ def build(registry):
     with gr.Tab("Compare", id="compare"):
         gr.Markdown("The same prompt and seed through several final steps / models, side by side.")
         with gr.Row(equal_height=True):
-            prompt = gr.Textbox(label="Prompt", show_label=False, value=EXAMPLE_PROMPTS[1], lines=1, max_lines=1, scale=5,
-                                container=False, placeholder="A prompt to compare on", elem_id="cmp-prompt")
+            prompt = gr.Textbox(label="Prompt", show_label=False, value=EXAMPLE_PROMPTS[1], lines=1, max_lines=1,
+                                scale=5, container=False, placeholder="A prompt to compare on", elem_id="cmp-prompt")
             button = gr.Button("Compare", variant="primary", scale=1, min_width=90)
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
@@ -78,14 +79,13 @@ def build(registry):
                     steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
                     guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                    randomize = gr.Checkbox(value=False, label="Randomize seed")
+                    seed, randomize = seed_inputs(randomize=False)
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Side by side", columns=4, height=360, object_fit="contain")
                 note = gr.Markdown()
                 table = gr.Dataframe(label="Wall time per method (this machine)", interactive=False)
 
-        @gpu(duration=30)
+        @gpu(duration=GPU_SECONDS["compare"])
         @user_errors
         def run(prompt, model, steps, guidance, seed, randomize, baselines):
             return compare(registry, prompt, model, steps, guidance, seed, randomize, baselines)

@@ -10,8 +10,8 @@ import torch
 
 from ntm_core.pipeline import NTMPipeline
 
-from .widgets import (MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem, number_problem, pick_seed,
-                      prompt_problem, raise_problems, seed_problem, user_errors, validations)
+from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem, number_problem, pick_seed,
+                      prompt_problem, raise_problems, seed_inputs, seed_problem, user_errors, validations)
 
 FINAL = [("learned denoiser (fast)", "learned"), ("score denoising (exact score, slow)", "score"),
          ("none (x at t_min)", "none")]
@@ -127,9 +127,9 @@ def build(registry, demo: gr.Blocks):
     grid = ExampleGrid(registry)
     with gr.Tab("Generate", id="generate"):
         with gr.Row(equal_height=True):
-            prompt = gr.Textbox(label="Prompt", show_label=False, value=examples_now[0] if examples_now else "", lines=1, max_lines=1,
-                                placeholder="Describe an image, e.g. a red circle above a blue square", scale=5,
-                                container=False, elem_id="gen-prompt", max_length=None)
+            prompt = gr.Textbox(label="Prompt", show_label=False, value=examples_now[0] if examples_now else "",
+                                lines=1, max_lines=1, scale=5, container=False, elem_id="gen-prompt",
+                                placeholder="Describe an image, e.g. a red circle above a blue square")
             run = gr.Button("Run", variant="primary", scale=1, min_width=90, elem_id="gen-button")
         vocab = gr.Markdown(visible=False, elem_id="gen-vocab")
         with gr.Row():
@@ -143,19 +143,19 @@ def build(registry, demo: gr.Blocks):
                                       elem_id="gen-examples")
                 with gr.Accordion("Advanced settings", open=False):
                     with gr.Row():
-                        steps = gr.Slider(1, NTM_STEPS, value=NTM_STEPS, step=1, label="Steps")
+                        # the range allows flow matching's 50 (the API checks it); an NTM's 1–4 is set on load
+                        steps = gr.Slider(1, FM_STEPS, value=NTM_STEPS, step=1, label="Steps")
                         count = gr.Slider(1, 8, value=4, step=1, label="Images")
                     with gr.Row():
                         guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
                         temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature")
                     with gr.Row():
-                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                        randomize = gr.Checkbox(value=True, label="Randomize seed")
+                        seed, randomize = seed_inputs(randomize=True)
                     final = gr.Radio(FINAL, value="learned" if info is None or info.has_denoiser else "score",
                                      label="Final step")
         inputs = [prompt, model, steps, guidance, temperature, seed, randomize, count, final]
 
-        @gpu(duration=20)
+        @gpu(duration=GPU_SECONDS["generate"])
         @user_errors
         def generate(prompt, model, steps, guidance, temperature, seed, randomize, count, final,
                      progress=gr.Progress()):
@@ -169,12 +169,12 @@ def build(registry, demo: gr.Blocks):
               validator=validate, show_progress_on=[gallery], **MODEL_WORK)
         examples.click(lambda sample: sample[0], examples, prompt, api_name=False, queue=False).then(
             generate, inputs, [gallery, note, seed], api_name=False, show_progress_on=[gallery], **MODEL_WORK)
-        model.change(lambda m: controls(registry, m), model, [final, temperature, steps, examples],
-                     api_name=False, queue=False)
+        gr.on([demo.load, model.change], lambda m: controls(registry, m), model,
+              [final, temperature, steps, examples], api_name=False, queue=False)
         gr.on([prompt.change, model.change], lambda p, m: vocabulary_note(registry, p, m), [prompt, model], vocab,
               api_name=False, queue=False, show_progress="hidden")
 
-        @gpu(duration=20)
+        @gpu(duration=GPU_SECONDS["generate"])
         def show_examples(model):
             grid_items = grid(model)
             text = (f"What `{model}` draws for its example prompts (seed {EXAMPLE_SEED}, default settings). "

@@ -8,8 +8,9 @@ import torch
 
 from analysis.figures import latent_heatmap_figure, latent_histogram_figure, latent_panels, latent_stats_table
 
-from .widgets import (EXAMPLE_PROMPTS, MODEL_WORK, gpu, model_picker, model_problem, number_problem, pick_seed,
-                      prompt_problem, raise_problems, seed_problem, show, user_errors, validations)
+from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, model_picker, model_problem, number_problem,
+                      pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show, user_errors,
+                      validations)
 
 NAMES = ["x (state)", "u = f_T(x)", "μ (predictor mean)", "σ (predictor scale)", "z (noise drawn)"]
 TILE = 128  # px per tile: a row of 5 (K = 4) fits the page with its captions
@@ -40,22 +41,21 @@ def build(registry):
                     "t_0; μ, σ and z sit under the state they produce. Each row shares one colour scale (x: [−1, 1]; "
                     "u, μ, z: ± their largest magnitude; σ: log σ around its mean).")
         with gr.Row(equal_height=True):
-            prompt = gr.Textbox(label="Prompt", show_label=False, value=EXAMPLE_PROMPTS[2], lines=1, max_lines=1, scale=5,
-                                container=False, placeholder="A prompt to trace", elem_id="lat-prompt")
+            prompt = gr.Textbox(label="Prompt", show_label=False, value=EXAMPLE_PROMPTS[2], lines=1, max_lines=1,
+                                scale=5, container=False, placeholder="A prompt to trace", elem_id="lat-prompt")
             button = gr.Button("Inspect", variant="primary", scale=1, min_width=90)
         with gr.Row():
             model = model_picker(registry, kind="ntm")
             steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
             guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
-            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-            randomize = gr.Checkbox(value=False, label="Randomize seed")
+            seed, randomize = seed_inputs(randomize=False)
         galleries = [gr.Gallery(label=n, columns=5, height="fit-content", object_fit="contain", allow_preview=False,
                                 elem_classes="pixelated") for n in NAMES]
         heatmap = gr.Plot(label="Transporter displacement |f_T(x) − x| per state")
         hist = gr.Plot(label="Distributions per step: u − x and log σ")
         stats = gr.Dataframe(label="Per-step statistics", interactive=False)
 
-        @gpu(duration=15)
+        @gpu(duration=GPU_SECONDS["latents"])
         @user_errors
         def run(prompt, model, steps, guidance, seed, randomize):
             return inspect_latents(registry, prompt, model, steps, guidance, seed, randomize)

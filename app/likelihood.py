@@ -19,8 +19,8 @@ from ntm_core.pipeline import LIKELIHOOD_REFERENCE
 from analysis.figures import distribution_figure, nll_parts_figure, nll_parts_table, ranking_figure
 
 from .registry import ASSETS
-from .widgets import (EXAMPLE_PROMPTS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem, number_problem,
-                      prompt_problem, raise_problems, seed_problem, show, user_errors, validations)
+from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem,
+                      number_problem, prompt_problem, raise_problems, seed_problem, show, user_errors, validations)
 
 EXAMPLE_UPLOADS = [(os.path.join(ASSETS, "examples", name), prompts) for name, prompts in [
     ("shapes-render.png", "a yellow circle and a yellow triangle\na red square\ntwo blue circles"),
@@ -238,7 +238,7 @@ def build(registry):
                 dist_g = gr.Plot()
             csv_g = gr.File(label="All results (CSV)")
 
-            @gpu(duration=30)
+            @gpu(duration=GPU_SECONDS["likelihood_generated"])
             @user_errors
             def run_generated(prompt, model, steps, count, trajectories, seed, progress=gr.Progress()):
                 return likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, progress)
@@ -274,7 +274,7 @@ def build(registry):
             parts_table = gr.Dataframe(label="Per-step parts for the best prompt (bits/dim)", interactive=False)
             csv_u = gr.File(label="All results (CSV)")
 
-            @gpu(duration=60)
+            @gpu(duration=GPU_SECONDS["likelihood"])
             @user_errors
             def run_upload(upload, prompts, model, steps, trajectories, seed, progress=gr.Progress()):
                 return likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, seed, progress)

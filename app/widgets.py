@@ -30,6 +30,10 @@ EXAMPLE_PROMPTS = example_prompts("shapes")
 DISPLAY = 256  # px: small model outputs are shown enlarged with nearest-neighbour (no blur)
 MAX_PROMPT_CHARS = 500  # the encoder reads ≤ 32 tokens; longer text only costs memory
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+# spaces.GPU(duration=…) per handler: its largest allowed request on the 2-core CPU (docs/worst-case-requests.md:
+# 6.1 s generate, 2.2 s compare, 1.9 s latents, 26.6 s likelihood, 6.5 s likelihood of generated images) with
+# headroom; a GPU runs them faster, so these are upper bounds.
+GPU_SECONDS = {"generate": 10, "compare": 10, "latents": 10, "likelihood": 40, "likelihood_generated": 15}
 MODEL_WORK = dict(concurrency_id="model", concurrency_limit=2)  # one limit shared by every tab's model work
 
 
@@ -38,6 +42,11 @@ def show(img, size: int = DISPLAY) -> Image.Image:
         img = Image.fromarray(_hwc(img))  # grey models
     scale = max(1, size // max(img.size))
     return img.resize((img.size[0] * scale, img.size[1] * scale), Image.Resampling.NEAREST)
+
+
+def seed_inputs(randomize: bool = False) -> tuple[gr.Number, gr.Checkbox]:
+    return (gr.Number(value=0, precision=0, minimum=0, label="Seed"),
+            gr.Checkbox(value=randomize, label="Randomize seed"))
 
 
 def pick_seed(seed, randomize: bool) -> int:

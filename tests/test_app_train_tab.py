@@ -16,9 +16,9 @@ def test_launch_watch_and_pick_up_a_job(tmp_path):
     try:
         client = Client(srv.url, verbose=False)
         with pytest.raises(Exception, match="starts from a trained model"):
-            client.predict("x", "self-distilled denoiser for an NTM", None, "shapes (generated)", None, "",
+            client.predict("x", "self-distilled denoiser for an NTM", None, "shapes (generated)", None, None,
                            "tiny (fast check)", 10, 8, api_name="/train")
-        job = client.predict("smoke", "NTM from scratch", None, "shapes (generated)", None, "",
+        job = client.predict("smoke", "NTM from scratch", None, "shapes (generated)", None, None,
                              "tiny (fast check)", 10, 8, api_name="/train")
         job_id = job if isinstance(job, str) else job.get("value", job)
         assert "smoke" in str(job_id)
