@@ -12,7 +12,7 @@ from ntm_core.pipeline import NTMPipeline
 
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, model_picker, model_problem, number_problem,
                       pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show, user_errors,
-                      validations)
+                      validator)
 
 MAX_BASELINES = 4
 
@@ -90,9 +90,6 @@ def build(registry):
         def run(prompt, model, steps, guidance, seed, randomize, baselines):
             return compare(registry, prompt, model, steps, guidance, seed, randomize, baselines)
 
-        def validate(*args):
-            return validations(problems(registry, *args))
-
         gr.on([button.click, prompt.submit], run, [prompt, model, steps, guidance, seed, randomize, baselines],
-              [gallery, table, note, seed], api_name="compare", validator=validate, **MODEL_WORK)
+              [gallery, table, note, seed], api_name="compare", validator=validator(problems, registry), **MODEL_WORK)
     return model, baselines

@@ -11,7 +11,7 @@ import torch
 from ntm_core.pipeline import NTMPipeline
 
 from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem, number_problem, pick_seed,
-                      prompt_problem, raise_problems, seed_inputs, seed_problem, user_errors, validations)
+                      prompt_problem, raise_problems, seed_inputs, seed_problem, user_errors, validator)
 
 FINAL = [("learned denoiser (fast)", "learned"), ("score denoising (exact score, slow)", "score"),
          ("none (x at t_min)", "none")]
@@ -21,22 +21,23 @@ EXAMPLE_SEED = 0
 
 def problems(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final) -> list:
     """One entry per input of the Generate event (None = fine), in the event's input order."""
-    info = registry.info(model) if model_problem(registry, model) is None else None
+    model_issue = model_problem(registry, model)
+    info = registry.info(model) if model_issue is None else None
     final_problem = None
     if final not in [v for _, v in FINAL]:
         final_problem = "Final step must be learned, score or none"
     elif info is not None and info.is_ntm and final == "learned" and not info.has_denoiser:
         final_problem = f"{model} has no learned denoiser: pick score or none"
     max_steps = NTM_STEPS if info is None or info.is_ntm else FM_STEPS
-    return [prompt_problem(prompt), model_problem(registry, model),
+    return [prompt_problem(prompt), model_issue,
             number_problem(steps, 1, max_steps, "Steps", integer=True),
             number_problem(guidance, 1.0, 8.0, "Guidance scale"), number_problem(temperature, 0.0, 1.5, "Temperature"),
             seed_problem(seed, randomize), None, number_problem(count, 1, 8, "Images", integer=True), final_problem]
 
 
 def draw(pipe, prompt: str, seed: int, steps: int, guidance: float, temperature: float, final: str):
-    """One image (uint8 array at the model's resolution) and its caption."""
-    kw = dict(num_inference_steps=int(steps), guidance_scale=float(guidance), output_type="np",
+    """One image (PIL, at the model's resolution) and its caption."""
+    kw = dict(num_inference_steps=int(steps), guidance_scale=float(guidance),
               generator=torch.Generator().manual_seed(seed))  # one seed per image: each reproducible on its own
     if isinstance(pipe, NTMPipeline):
         out = pipe(prompt, temperature=float(temperature), denoise=final, return_log_prob=True, **kw)
@@ -44,7 +45,7 @@ def draw(pipe, prompt: str, seed: int, steps: int, guidance: float, temperature:
     else:
         out = pipe(prompt, **kw)
         caption = f"seed {seed}"
-    return (out.images[0] * 255).round().astype("uint8"), caption
+    return out.images[0], caption
 
 
 def generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final,
@@ -162,11 +163,8 @@ def build(registry, demo: gr.Blocks):
             return generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count,
                                    final, progress)
 
-        def validate(*args):
-            return validations(problems(registry, *args))
-
         gr.on([run.click, prompt.submit], generate, inputs, [gallery, note, seed], api_name="generate",
-              validator=validate, show_progress_on=[gallery], **MODEL_WORK)
+              validator=validator(problems, registry), show_progress_on=[gallery], **MODEL_WORK)
         examples.click(lambda sample: sample[0], examples, prompt, api_name=False, queue=False).then(
             generate, inputs, [gallery, note, seed], api_name=False, show_progress_on=[gallery], **MODEL_WORK)
         gr.on([demo.load, model.change], lambda m: controls(registry, m), model,

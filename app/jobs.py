@@ -82,8 +82,10 @@ class JobManager:
         return os.path.join(runs_dir(), job)
 
     def exists(self, job: str) -> bool:
-        return bool(job) and isinstance(job, str) and JOB_ID.match(job) is not None \
-            and os.path.exists(os.path.join(runs_dir(), job, "job.yaml"))
+        try:
+            return os.path.exists(os.path.join(self._dir(job), "job.yaml"))
+        except ValueError:
+            return False
 
     def prepare_data(self, job: str, upload: str | None) -> str:
         """Unpack an uploaded zip of images + captions into the job folder (checked for unsafe names, member count
@@ -107,7 +109,10 @@ class JobManager:
 
     def running(self) -> list[str]:
         with self._lock:
-            return [job for job, proc in self._procs.items() if proc.poll() is None]
+            return self._busy()
+
+    def _busy(self) -> list[str]:  # under self._lock
+        return [job for job, proc in self._procs.items() if proc.poll() is None]
 
     def _new_job_dir(self, name: str) -> str:
         """A fresh id (two launches with one name in one second get two): the folder is created exclusively."""
@@ -139,7 +144,7 @@ class JobManager:
                                  f"({', '.join(folders) or 'none offered on this server'})")
             data.update(root=folders[data_root], channels=1, image_size=32)
         with self._lock:
-            busy = [job for job, proc in self._procs.items() if proc.poll() is None]
+            busy = self._busy()
             if len(busy) >= max_jobs():
                 raise ValueError(f"{len(busy)} training job(s) already running ({', '.join(busy)}); at most "
                                  f"{max_jobs()} at a time here — wait for it or cancel it")

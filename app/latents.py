@@ -10,7 +10,7 @@ from analysis.figures import latent_heatmap_figure, latent_histogram_figure, lat
 
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, model_picker, model_problem, number_problem,
                       pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show, user_errors,
-                      validations)
+                      validator)
 
 NAMES = ["x (state)", "u = f_T(x)", "μ (predictor mean)", "σ (predictor scale)", "z (noise drawn)"]
 TILE = 128  # px per tile: a row of 5 (K = 4) fits the page with its captions
@@ -60,9 +60,7 @@ def build(registry):
         def run(prompt, model, steps, guidance, seed, randomize):
             return inspect_latents(registry, prompt, model, steps, guidance, seed, randomize)
 
-        def validate(*args):
-            return validations(problems(registry, *args))
-
         gr.on([button.click, prompt.submit], run, [prompt, model, steps, guidance, seed, randomize],
-              [*galleries, heatmap, hist, stats, seed], api_name="latents", validator=validate, **MODEL_WORK)
+              [*galleries, heatmap, hist, stats, seed], api_name="latents", validator=validator(problems, registry),
+              **MODEL_WORK)
     return model

@@ -20,7 +20,7 @@ from analysis.figures import distribution_figure, nll_parts_figure, nll_parts_ta
 
 from .registry import ASSETS
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem,
-                      number_problem, prompt_problem, raise_problems, seed_problem, show, user_errors, validations)
+                      number_problem, prompt_problem, raise_problems, seed_problem, show, user_errors, validator)
 
 EXAMPLE_UPLOADS = [(os.path.join(ASSETS, "examples", name), prompts) for name, prompts in [
     ("shapes-render.png", "a yellow circle and a yellow triangle\na red square\ntwo blue circles"),
@@ -245,7 +245,7 @@ def build(registry):
 
             gr.on([go_g.click, prompt.submit], run_generated, [prompt, model_g, steps_g, count, traj_g, seed_g],
                   [gallery, parts_g, dist_g, summary, csv_g], api_name="likelihood_generated",
-                  validator=lambda *a: validations(generated_problems(registry, *a)), **MODEL_WORK)
+                  validator=validator(generated_problems, registry), **MODEL_WORK)
 
         with gr.Tab("An uploaded image"):
             with gr.Row():
@@ -281,5 +281,5 @@ def build(registry):
 
             go_u.click(run_upload, [upload, prompts, model_u, steps_u, traj_u, seed_u],
                        [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u], api_name="likelihood",
-                       validator=lambda *a: validations(upload_problems(registry, *a)), **MODEL_WORK)
+                       validator=validator(upload_problems, registry), **MODEL_WORK)
     return model_g, model_u

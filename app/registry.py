@@ -65,6 +65,11 @@ class ModelInfo:
     dataset: str | None = None
     vocabulary: frozenset[str] | None = field(default=None, repr=False)
 
+    def can(self, kind: str | None) -> bool:
+        """Whether the model can do a tab's job: None = any, "ntm" = exact likelihood, "denoiser" = an NTM with a
+        learned denoiser (the Compare tab)."""
+        return {None: True, "ntm": self.is_ntm, "denoiser": self.has_denoiser}[kind]
+
     @property
     def examples(self) -> list[str]:
         return example_prompts(self.dataset)
@@ -111,23 +116,17 @@ class Registry:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     def choices(self, kind: str | None = None) -> list[str]:
-        """Labels of the models that can do a tab's job: None = any, "ntm" = exact likelihood, "denoiser" = an NTM
-        with a learned denoiser (the Compare tab)."""
+        """Labels of the models that can do a tab's job (ModelInfo.can)."""
         found = discover()
         if kind is None:
             return list(found)
-        want = {"ntm": lambda i: i.is_ntm, "denoiser": lambda i: i.has_denoiser}[kind]
-        return [label for label, folder in found.items() if want(model_info(label, folder))]
+        return [label for label, folder in found.items() if model_info(label, folder).can(kind)]
 
     def info(self, label: str) -> ModelInfo:
         folder = self.folder(label)
         if folder is None:
             raise ValueError(f"no model named {label!r}; pick one from the list")
         return model_info(label, folder)
-
-    def is_ntm(self, label: str) -> bool:
-        folder = self.folder(label)
-        return bool(folder) and model_info(label, folder).is_ntm
 
     def default(self, kind: str | None = None) -> str | None:
         labels = self.choices(kind)

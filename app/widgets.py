@@ -39,7 +39,7 @@ MODEL_WORK = dict(concurrency_id="model", concurrency_limit=2)  # one limit shar
 
 def show(img, size: int = DISPLAY) -> Image.Image:
     if isinstance(img, np.ndarray):
-        img = Image.fromarray(_hwc(img))  # grey models
+        img = Image.fromarray(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img)  # grey models
     scale = max(1, size // max(img.size))
     return img.resize((img.size[0] * scale, img.size[1] * scale), Image.Resampling.NEAREST)
 
@@ -85,7 +85,7 @@ def prompt_problem(prompt) -> str | None:
 def model_problem(registry, label, kind: str | None = None) -> str | None:
     if not isinstance(label, str) or registry.folder(label) is None:
         return "pick a model from the list"
-    if kind and label not in registry.choices(kind):
+    if not registry.info(label).can(kind):
         return {"ntm": f"{label} has no exact likelihood (flow matching): pick an NTM",
                 "denoiser": f"{label} has no learned denoiser to compare with: pick a model that has one"}[kind]
     return None
@@ -95,6 +95,11 @@ def validations(problems: list[str | None]):
     """gr.validate objects for an event's `validator`: a bad input is marked where it is, before the event runs,
     so no output is touched (or badged)."""
     return [gr.validate(p is None, p or "") for p in problems]
+
+
+def validator(problems, registry):
+    """An event's `validator` from a tab's problems(registry, *inputs) function."""
+    return lambda *inputs: validations(problems(registry, *inputs))
 
 
 def raise_problems(problems: list[str | None]) -> None:
@@ -124,9 +129,9 @@ class OutputFiles:
                     shutil.rmtree(path, ignore_errors=True)
             return tempfile.mkdtemp(dir=self.root)
 
-    def png(self, folder: str, image, stem: str) -> str:
+    def png(self, folder: str, image: Image.Image, stem: str) -> str:
         path = os.path.join(folder, f"{slug(stem)}.png")
-        (image if isinstance(image, Image.Image) else Image.fromarray(_hwc(image))).save(path)
+        image.save(path)
         return path
 
     def csv(self, df, stem: str) -> str:
@@ -140,10 +145,6 @@ OUTPUTS = OutputFiles()
 
 def slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "image"
-
-
-def _hwc(arr: np.ndarray) -> np.ndarray:
-    return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
 
 
 def user_errors(fn):
