@@ -87,21 +87,32 @@ def split_specs(split: str, categories=CATEGORIES) -> dict[str, list[Spec]]:
     return {c: [s for s in all_specs(c) if _held_out(s) == (split == "test")] for c in categories}
 
 
-def caption(spec: Spec, rng: np.random.Generator) -> str:
-    def one(o, article=True):
-        return f"{'a ' if article else ''}{o[0]} {o[1]}"
-
+def _caption_choices(spec: Spec):
+    """The caption's free choices, in the order `caption` draws them (each uniform over its tuple; a repeated
+    entry weighs double), and the function that writes the caption from the picks."""
+    (c0, k0), *rest = spec.objects
+    if spec.category == "counting" and spec.count == 1:
+        return [("a ", "one ", "a single "), PREFIXES], lambda w, p: f"{p}{w}{c0} {k0}"
     if spec.category == "counting":
-        n = spec.count
-        body = (rng.choice(["a ", "one ", "a single "]) + f"{spec.objects[0][0]} {spec.objects[0][1]}") if n == 1 \
-            else f"{NUMBERS[n]} {spec.objects[0][0]} {PLURAL[spec.objects[0][1]]}"
-    elif spec.category == "single_object":
-        body = one(spec.objects[0])
-    elif spec.category in ("two_object", "color_attr"):
-        body = f"{one(spec.objects[0])} {rng.choice(['and', 'and', 'together with'])} {one(spec.objects[1])}"
-    else:
-        body = f"{one(spec.objects[0])} {rng.choice(RELATIONS[spec.relation])} {one(spec.objects[1])}"
-    return str(rng.choice(PREFIXES)) + body
+        return [PREFIXES], lambda p: f"{p}{NUMBERS[spec.count]} {c0} {PLURAL[k0]}"
+    if spec.category == "single_object":
+        return [PREFIXES], lambda p: f"{p}a {c0} {k0}"
+    (c1, k1), = rest
+    if spec.category in ("two_object", "color_attr"):
+        return [("and", "and", "together with"), PREFIXES], lambda w, p: f"{p}a {c0} {k0} {w} a {c1} {k1}"
+    return [RELATIONS[spec.relation], PREFIXES], lambda w, p: f"{p}a {c0} {k0} {w} a {c1} {k1}"
+
+
+def caption(spec: Spec, rng: np.random.Generator) -> str:
+    choices, write = _caption_choices(spec)
+    return write(*(str(rng.choice(c)) for c in choices))
+
+
+def caption_variants(spec: Spec) -> list[str]:
+    """Every caption `caption` can write for `spec`, each as often as its probability weighs (uniform over the
+    list is `caption`'s distribution): the device renderer samples captions from these."""
+    choices, write = _caption_choices(spec)
+    return [write(*picks) for picks in itertools.product(*choices)]
 
 
 # ---- rendering ----
