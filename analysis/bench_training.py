@@ -15,7 +15,8 @@ import tempfile
 import pandas as pd
 
 from analysis.report import environment, report
-from ntm_core.train import load_config, train
+from ntm_core.config import load_config
+from ntm_core.train import train
 
 ORDER = ("ntm", "gauss", "fm", "fm_to_ntm", "denoiser")
 

@@ -22,6 +22,8 @@ import pandas as pd
 import torch
 import yaml
 
+from ntm_core.runs import RunFolder
+
 from .registry import ROOT, runs_dir
 
 SIZES = {  # per model size: transporter / predictor / denoiser widths and depths
@@ -199,14 +201,7 @@ class JobManager:
         return f"stopping {job} (it saves a checkpoint first)"
 
     def state(self, job: str) -> dict:
-        status = {}
-        path = os.path.join(self._dir(job), "status.json")
-        if os.path.exists(path):
-            try:
-                with open(path) as f:
-                    status = json.load(f)
-            except json.JSONDecodeError:
-                status = {}
+        status = RunFolder(self._dir(job)).status()
         proc = self._procs.get(job)
         if proc is not None and proc.poll() is not None and status.get("state") in (None, "running"):
             status["state"] = "failed" if proc.returncode else "finished"
@@ -226,12 +221,7 @@ class JobManager:
         return pd.DataFrame(rows, columns=["job", "objective", "state", "step", "device"])
 
     def metrics(self, job: str) -> pd.DataFrame:
-        path = os.path.join(self._dir(job), "metrics.jsonl")
-        if not os.path.exists(path):
-            return pd.DataFrame(columns=["step", "loss"])
-        with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip().endswith("}")]
-        return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["step", "loss"])
+        return RunFolder(self._dir(job)).metrics()
 
     def log_tail(self, job: str, lines: int = 25) -> str:
         path = os.path.join(self._dir(job), "train.log")

@@ -12,10 +12,10 @@ import threading
 from dataclasses import dataclass, field
 
 import torch
-import yaml
 
 from ntm_core.data import caption_vocabulary, example_prompts
 from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
+from ntm_core.runs import RunFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
@@ -40,9 +40,9 @@ def discover() -> dict[str, str]:
     runs = runs_dir()
     if os.path.isdir(runs):
         for job in sorted(os.listdir(runs)):
-            folder = os.path.join(runs, job, "pipeline")
-            if os.path.exists(os.path.join(folder, "model_index.json")):
-                found[f"trained: {job}"] = folder
+            run = RunFolder(os.path.join(runs, job))
+            if run.has_pipeline:
+                found[f"trained: {job}"] = run.pipeline_path
     return found
 
 
@@ -96,14 +96,13 @@ def model_info(label: str, folder: str) -> ModelInfo:
     index = _read_json(os.path.join(folder, "model_index.json"))
     is_ntm = index.get("_class_name") == NTMPipeline.__name__
     transporter = _read_json(os.path.join(folder, "transporter", "config.json"))
+    # the training config: bundled next to the weights (training/), or the run folder the pipeline sits in
     dataset = None
-    for cfg in (os.path.join(folder, "training", "config.yaml"), os.path.join(os.path.dirname(folder), "config.yaml")):
-        try:
-            with open(cfg) as f:
-                dataset = ((yaml.safe_load(f) or {}).get("data") or {}).get("kind")
+    for run in (RunFolder(os.path.join(folder, "training")), RunFolder(os.path.dirname(folder))):
+        data = run.config().get("data")
+        if isinstance(data, dict):
+            dataset = data.get("kind")
             break
-        except (OSError, yaml.YAMLError, AttributeError):
-            continue
     return ModelInfo(label, is_ntm, has_denoiser=bool(is_ntm and (index.get("denoiser") or [None])[0]),
                      gaussian_only=bool(is_ntm and transporter.get("num_blocks", 1) == 0), dataset=dataset,
                      vocabulary=caption_vocabulary(dataset))

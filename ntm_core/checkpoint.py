@@ -6,6 +6,9 @@ a half checkpoint that looks complete:
         model.safetensors          the trainable weights (raw, not EMA)
         ema.safetensors, ema.json  the EMA shadow weights and the EMA's counters
         optimizer.safetensors, optimizer.json, lr_scheduler.json
+                                   each tensor file cut into shards of ≤ max_shard_mb (model-00001-of-00003.safetensors
+                                   + model.safetensors.index.json, huggingface_hub's layout) when it is larger, so
+                                   that a checkpoint moves between machines in files of bounded size
         pipeline/                  the EMA model as a pipeline folder (loadable by the app)
         checksums.json             SHA-256 of every file above, verified before a resume reads any of them
         trainer_state.json         step, samples seen, … — written last: its presence marks a complete checkpoint
@@ -19,7 +22,8 @@ import re
 import shutil
 
 import torch
-from safetensors.torch import load_file, save_file
+from huggingface_hub import save_torch_state_dict
+from safetensors.torch import load_file
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -65,11 +69,31 @@ def _read_json(path: str):
         raise CheckpointError(f"cannot read {path}: {e}") from e
 
 
+MAX_SHARD_MB = 15
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: str, max_shard_mb: float = MAX_SHARD_MB) -> None:
+    """path = <folder>/<name>.safetensors; written as shards of ≤ max_shard_mb with an index when larger."""
+    folder, name = os.path.split(path)
+    save_torch_state_dict({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, folder,
+                          filename_pattern=name.replace(".safetensors", "{suffix}.safetensors"),
+                          max_shard_size=int(max_shard_mb * 1e6))
+
+
 def _load_tensors(path: str) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(path)
-    except Exception as e:  # safetensors raises several types for truncated / corrupt files
-        raise CheckpointError(f"corrupt or unreadable tensor file {path}: {e}") from e
+    """One file, or the shards its index (path + '.index.json') names."""
+    index = path + ".index.json"
+    files = [path]
+    if not os.path.exists(path) and os.path.exists(index):
+        folder = os.path.dirname(path)
+        files = [os.path.join(folder, f) for f in sorted(set(_read_json(index)["weight_map"].values()))]
+    out = {}
+    for f in files:
+        try:
+            out.update(load_file(f))
+        except Exception as e:  # safetensors raises several types for truncated / corrupt files
+            raise CheckpointError(f"corrupt or unreadable tensor file {f}: {e}") from e
+    return out
 
 
 CHECKSUMS = "checksums.json"
@@ -105,16 +129,16 @@ def verify_checksums(folder: str) -> None:
             raise CheckpointError(f"checksum mismatch in {full}: the file was changed or damaged after it was written")
 
 
-def optimizer_to_files(optimizer: torch.optim.Optimizer, prefix: str) -> None:
+def optimizer_to_files(optimizer: torch.optim.Optimizer, prefix: str, max_shard_mb: float = MAX_SHARD_MB) -> None:
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
     for pid, state in sd["state"].items():
         for key, val in state.items():
             if isinstance(val, torch.Tensor):
-                tensors[f"{pid}.{key}"] = val.detach().contiguous().cpu()
+                tensors[f"{pid}.{key}"] = val
             else:
                 scalars[f"{pid}.{key}"] = val
-    save_file(tensors, prefix + ".safetensors")
+    _save_tensors(tensors, prefix + ".safetensors", max_shard_mb)
     _write_json(prefix + ".json", {"param_groups": sd["param_groups"], "scalars": scalars})
 
 
@@ -130,10 +154,10 @@ def optimizer_from_files(optimizer: torch.optim.Optimizer, prefix: str) -> None:
         raise CheckpointError(f"optimizer state in {prefix}.* does not fit this model: {e}") from e
 
 
-def ema_to_files(ema, prefix: str) -> None:
+def ema_to_files(ema, prefix: str, max_shard_mb: float = MAX_SHARD_MB) -> None:
     sd = ema.state_dict()
     shadow = sd.pop("shadow_params")
-    save_file({f"{i}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)}, prefix + ".safetensors")
+    _save_tensors({f"{i}": p for i, p in enumerate(shadow)}, prefix + ".safetensors", max_shard_mb)
     _write_json(prefix + ".json", sd)
 
 
@@ -147,16 +171,15 @@ def ema_from_files(ema, prefix: str) -> None:
 
 
 def save_checkpoint(ckpt_dir: str, step: int, module: torch.nn.Module, optimizer, lr_scheduler, ema,
-                    trainer_state: dict, save_pipeline=None) -> str:
+                    trainer_state: dict, save_pipeline=None, max_shard_mb: float = MAX_SHARD_MB) -> str:
     """Write checkpoints/step-N atomically. save_pipeline(folder) writes the EMA pipeline folder, if given."""
     path = os.path.join(ckpt_dir, f"step-{step:08d}")
     with atomic_dir(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()},
-                  os.path.join(tmp, "model.safetensors"))
-        optimizer_to_files(optimizer, os.path.join(tmp, "optimizer"))
+        _save_tensors(module.state_dict(), os.path.join(tmp, "model.safetensors"), max_shard_mb)
+        optimizer_to_files(optimizer, os.path.join(tmp, "optimizer"), max_shard_mb)
         _write_json(os.path.join(tmp, "lr_scheduler.json"), lr_scheduler.state_dict())
         if ema is not None:
-            ema_to_files(ema, os.path.join(tmp, "ema"))
+            ema_to_files(ema, os.path.join(tmp, "ema"), max_shard_mb)
         if save_pipeline is not None:
             save_pipeline(os.path.join(tmp, "pipeline"))
         write_checksums(tmp)

@@ -10,12 +10,13 @@ from typing import Callable
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.utils.torch_utils import randn_tensor
 from flow_matching.solver import ODESolver
 from flow_matching.utils import ModelWrapper
 
 from .conditioning import TextEmbedding
 from .predictor import Predictor
-from .trajectory import LOG_2PI, posterior_coefficients
+from .trajectory import LOG_2PI, posterior_coefficients, rand_tensor
 
 
 def velocity(predictor: Predictor, x: torch.Tensor, t, text: TextEmbedding | None = None) -> torch.Tensor:
@@ -32,8 +33,8 @@ def guided_velocity(predictor, x, t, text, guidance_scale: float) -> torch.Tenso
 
 def fm_loss(predictor: Predictor, x0: torch.Tensor, text: TextEmbedding | None, generator=None) -> torch.Tensor:
     """Mean squared velocity error per dimension, t ~ U(0, 1)."""
-    t = torch.rand(x0.shape[0], generator=generator, dtype=x0.dtype, device="cpu").to(x0.device)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device="cpu").to(x0.device)
+    t = rand_tensor(x0.shape[0], generator, x0.device, x0.dtype)
+    eps = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     tt = t[:, None, None, None]
     v = velocity(predictor, (1 - tt) * x0 + tt * eps, t, text)
     return (v - (eps - x0)).pow(2).mean()
@@ -47,7 +48,7 @@ def euler_sample(predictor: Predictor, shape, num_steps: int, text: TextEmbeddin
     scheduler = scheduler or FlowMatchEulerDiscreteScheduler(shift=1.0)
     p = next(predictor.parameters())
     scheduler.set_timesteps(num_steps, device=p.device)
-    x = torch.randn(shape, generator=generator, dtype=p.dtype, device="cpu").to(p.device)
+    x = randn_tensor(shape, generator=generator, device=p.device, dtype=p.dtype)
     for i, t in enumerate(scheduler.timesteps):
         sigma = scheduler.sigmas[i]
         v = guided_velocity(predictor, x, sigma, text, guidance_scale)
@@ -63,7 +64,7 @@ def gaussian_sample(predictor: Predictor, shape, grid: torch.Tensor, text=None, 
 
     Draws its noise in the same order as NTM.sample (the prior, then one z per step)."""
     p = next(predictor.parameters())
-    randn = lambda: torch.randn(shape, generator=generator, dtype=p.dtype, device="cpu").to(p.device)  # noqa: E731
+    randn = lambda: randn_tensor(shape, generator=generator, device=p.device, dtype=p.dtype)  # noqa: E731
     x = randn()
     for k in range(grid.numel() - 1, 0, -1):
         t, s = grid[k].to(p), grid[k - 1].to(p)

@@ -137,8 +137,13 @@ class FinalLayer(nn.Module):
         return _per_token(self.modulation(F.silu(cond)))
 
     def forward(self, x, cond, mods=None):
-        shift, scale = (self.modulations(cond) if mods is None else mods).chunk(2, dim=-1)
-        return self.proj(modulate(self.norm(x), shift, scale))
+        # in the weights' precision even under a bf16 autocast: these outputs are a velocity and log-scales, which
+        # the density divides by σ and exponentiates (bf16's 8 bits of mantissa made Gaussian-only training diverge)
+        with torch.autocast(x.device.type, enabled=False):
+            dtype = self.proj.weight.dtype
+            mods = self.modulations(cond.to(dtype)) if mods is None else mods.to(dtype)
+            shift, scale = mods.chunk(2, dim=-1)
+            return self.proj(modulate(self.norm(x.to(dtype)), shift, scale))
 
 
 class TextContext(nn.Module):

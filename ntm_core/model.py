@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from .conditioning import TextEmbedding
@@ -242,7 +243,7 @@ class NTM(nn.Module):
         p = self._param()
         grid = self.schedule.grid(num_steps, dtype=p.dtype, device=p.device)
         shape = (batch_size,) + self.sample_shape
-        randn = lambda: torch.randn(shape, generator=generator, dtype=p.dtype, device="cpu").to(p.device)  # noqa: E731
+        randn = lambda: randn_tensor(shape, generator=generator, device=p.device, dtype=p.dtype)  # noqa: E731
 
         eps = randn()
         u, _ = self.transporter(eps, grid[-1], text)

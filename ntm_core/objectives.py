@@ -7,25 +7,42 @@
   denoiser   the self-distilled denoiser: u at t_min → the NTM's own trajectory-score-denoised image
 
 forward(x0, text, num_steps, generator, aux_weight) → (loss, metrics); the loss is per dimension so its scale
-does not depend on image size or K.
+does not depend on image size or K. `pipeline()` is the objective's model as the pipeline the app loads; an
+objective exports itself, so the trainer needs to know none of them. `build_objective(cfg)` picks one.
 """
 from __future__ import annotations
 
+import copy
+import json
 import math
+import os
 
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 from torch import nn
 
 from .denoiser import Denoiser
-from .flow_matching import fm_loss
+from .flow_matching import fm_loss, ntm_from_flow_matching
 from .model import NTM
+from .pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
 from .predictor import Predictor
-from .trajectory import sample_trajectory
+from .trajectory import TrajectorySchedule, sample_trajectory
+from .transporter import Transporter
 
 LN2 = math.log(2.0)
 
 
-class NTMObjective(nn.Module):
+class _Objective(nn.Module):
+    pipeline_kwargs: dict  # the text encoder the exported pipeline names
+
+    def pipeline(self):
+        raise NotImplementedError
+
+    def save_pipeline(self, path: str) -> None:
+        self.pipeline().save_pretrained(path)
+
+
+class NTMObjective(_Objective):
     def __init__(self, ntm: NTM, frozen_fm: Predictor | None = None):
         super().__init__()
         self.ntm = ntm
@@ -53,8 +70,11 @@ class NTMObjective(nn.Module):
         m["loss"] = loss.detach()
         return loss, m
 
+    def pipeline(self) -> NTMPipeline:
+        return NTMPipeline(self.ntm.transporter, self.ntm.predictor, self.ntm.schedule, None, **self.pipeline_kwargs)
 
-class FlowMatchingObjective(nn.Module):
+
+class FlowMatchingObjective(_Objective):
     def __init__(self, predictor: Predictor):
         super().__init__()
         self.predictor = predictor
@@ -63,8 +83,11 @@ class FlowMatchingObjective(nn.Module):
         loss = fm_loss(self.predictor, x0, text, generator)
         return loss, {"loss": loss.detach(), "velocity_mse": loss.detach()}
 
+    def pipeline(self) -> FlowMatchingPipeline:
+        return FlowMatchingPipeline(self.predictor, FlowMatchEulerDiscreteScheduler(shift=1.0), **self.pipeline_kwargs)
 
-class DenoiserObjective(nn.Module):
+
+class DenoiserObjective(_Objective):
     """Targets come from the frozen NTM alone: forward trajectories from the data, denoised with the NTM's own
     exact trajectory score (Tweedie); the input is what the sampler hands over, u = f_T(x_{t_0})."""
 
@@ -83,3 +106,60 @@ class DenoiserObjective(nn.Module):
         with torch.no_grad():
             to_data = (target - x0).pow(2).mean()
         return loss, {"loss": loss.detach(), "mse_to_target": loss.detach(), "target_mse_to_data": to_data}
+
+    def pipeline(self) -> NTMPipeline:
+        n = self.ntm
+        return NTMPipeline(n.transporter, n.predictor, n.schedule, self.denoiser, **self.pipeline_kwargs)
+
+
+def text_dim_for(cfg: dict) -> int:
+    """Text width of the model to build: from the init model where there is one, else the encoder's."""
+    if cfg["objective"] in ("fm_to_ntm", "denoiser"):
+        with open(os.path.join(cfg["init_from"], "predictor", "config.json")) as f:
+            return int(json.load(f).get("text_dim", 0))
+    if not cfg.get("text"):
+        return 0
+    from .text import get_text_encoder
+
+    return get_text_encoder(cfg["text"].get("encoder"), cfg["text"].get("max_length", 32)).dim
+
+
+def build_objective(cfg: dict, text_dim: int) -> _Objective:
+    """The objective `cfg` names, with its networks built from cfg.model (or loaded from cfg.init_from)."""
+    obj, m, d = cfg["objective"], cfg["model"], cfg["data"]
+    shape = {"sample_size": d["image_size"], "in_channels": d["channels"]}
+    if obj in ("ntm", "gauss"):
+        tcfg = dict(m["transporter"], **shape, text_dim=text_dim)
+        if obj == "gauss":
+            tcfg["num_blocks"] = 0
+        out = NTMObjective(NTM(Transporter(**tcfg), Predictor(**dict(m["predictor"], **shape, text_dim=text_dim)),
+                               TrajectorySchedule(**m["schedule"])))
+    elif obj == "fm":
+        out = FlowMatchingObjective(Predictor(**dict(m["predictor"], **shape, text_dim=text_dim, markov=True,
+                                                     s_conditioning=False)))
+    elif obj == "fm_to_ntm":
+        init = load_pipeline(cfg["init_from"])
+        if not isinstance(init, FlowMatchingPipeline):
+            raise ValueError(f"fm_to_ntm needs a flow-matching pipeline in init_from, got {type(init).__name__}")
+        fm = init.predictor
+        tcfg = dict(m["transporter"], sample_size=fm.config.sample_size, in_channels=fm.config.in_channels,
+                    text_dim=fm.config.text_dim)
+        # Markov, whatever model.predictor says: only then is step 0 exactly the FM model (NTM_METHOD §3, §5)
+        ntm = ntm_from_flow_matching(fm, Transporter(**tcfg), TrajectorySchedule(**m["schedule"]), markov=True)
+        out = NTMObjective(ntm, frozen_fm=copy.deepcopy(fm))
+    elif obj == "denoiser":
+        init = load_pipeline(cfg["init_from"])
+        if not isinstance(init, NTMPipeline):
+            raise ValueError(f"denoiser needs an NTM pipeline in init_from, got {type(init).__name__}")
+        pc = init.predictor.config
+        # the skip u/α_{t_0} is the right start only while f_T = identity; a trained transporter's u is far from x
+        skip = 1.0 / (1.0 - init.scheduler.config.t_min) if init.transporter.is_identity else 0.0
+        out = DenoiserObjective(init.ntm, Denoiser(**dict(m["denoiser"], sample_size=pc.sample_size,
+                                                          in_channels=pc.in_channels, patch_size=pc.patch_size,
+                                                          text_dim=pc.text_dim, skip_scale=skip)))
+    else:
+        raise ValueError(f"unknown objective {obj!r}")
+    text = cfg.get("text") or {}
+    out.pipeline_kwargs = {"text_encoder_path": text.get("encoder") or "minilm",
+                           "text_max_length": text.get("max_length", 32)}
+    return out

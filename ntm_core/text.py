@@ -57,7 +57,8 @@ class TextEncoder:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def _encode_new(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def embed(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Token states [L_i, D] (real tokens only) and pooled vector [D] of each prompt, uncached, on the CPU."""
         batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt").to(self.device)
         states = self.model(**batch).last_hidden_state.float()
@@ -86,7 +87,7 @@ class TextEncoder:
     def _encode_keys(self, keys: list[str]) -> TextEmbedding:
         missing = list(dict.fromkeys(k for k in keys if k and k not in self._cache))
         if missing:
-            for key, value in zip(missing, self._encode_new(missing)):
+            for key, value in zip(missing, self.embed(missing)):
                 self._cache[key] = value
         for k in keys:
             if k:
@@ -106,6 +107,29 @@ class TextEncoder:
         return TextEmbedding(tokens, mask, pooled)
 
     __call__ = encode
+
+
+class CaptionTable:
+    """The embeddings of a fixed list of captions, computed once and kept on the training device: a batch's text is
+    a gather by caption index (`ShapesRenderer` draws indices), with no tokenizer, encoder or copy in the loop."""
+
+    def __init__(self, encoder: TextEncoder, captions: list[str], device="cpu", chunk: int = 256):
+        rows = []
+        for i in range(0, len(captions), chunk):
+            rows += encoder.embed([" ".join(c.split()) for c in captions[i : i + chunk]])
+        length = max(states.shape[0] for states, _ in rows)
+        self.tokens = torch.zeros(len(rows), length, encoder.dim)
+        self.mask = torch.zeros(len(rows), length, dtype=torch.bool)
+        for i, (states, _) in enumerate(rows):
+            self.tokens[i, : len(states)], self.mask[i, : len(states)] = states, True
+        self.pooled = torch.stack([vec for _, vec in rows])
+        self.tokens, self.mask, self.pooled = (t.to(device) for t in (self.tokens, self.mask, self.pooled))
+
+    def __len__(self) -> int:
+        return self.pooled.shape[0]
+
+    def __getitem__(self, ids: torch.Tensor) -> TextEmbedding:
+        return TextEmbedding(self.tokens[ids], self.mask[ids], self.pooled[ids])
 
 
 @functools.lru_cache(maxsize=4)

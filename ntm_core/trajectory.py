@@ -14,8 +14,16 @@ from typing import Sequence
 import torch
 from diffusers import ConfigMixin, SchedulerMixin
 from diffusers.configuration_utils import register_to_config
+from diffusers.utils.torch_utils import randn_tensor
 
 LOG_2PI = math.log(2 * math.pi)
+
+
+def rand_tensor(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+    """U[0, 1) noise by `randn_tensor`'s rule: drawn where the generator lives (a CPU generator gives the same
+    numbers on every machine; a CUDA generator keeps the draw on the GPU), then moved to `device`."""
+    where = generator.device if generator is not None else "cpu"
+    return torch.rand(shape, generator=generator, device=where, dtype=dtype).to(device)
 
 
 def alpha(t: torch.Tensor) -> torch.Tensor:
@@ -76,8 +84,8 @@ def sample_trajectory(x0: torch.Tensor, grid: torch.Tensor, generator: torch.Gen
     which keeps every marginal equal to the interpolant's.
     """
     grid = grid.to(x0)
-    noise = torch.randn((x0.shape[0], grid.numel()) + x0.shape[1:], generator=generator, dtype=x0.dtype, device="cpu")
-    noise = noise.to(x0.device)
+    noise = randn_tensor((x0.shape[0], grid.numel()) + x0.shape[1:], generator=generator, device=x0.device,
+                         dtype=x0.dtype)
     states = [alpha(grid[0]) * x0 + sigma(grid[0]) * noise[:, 0]]
     for k in range(1, grid.numel()):
         a_ts, var_ts = kernel(grid[k], grid[k - 1])
@@ -92,7 +100,7 @@ def continue_trajectory(x_start: torch.Tensor, grid: torch.Tensor, generator: to
     states = [x_start]
     for k in range(1, grid.numel()):
         a_ts, var_ts = kernel(grid[k], grid[k - 1])
-        noise = torch.randn(x_start.shape, generator=generator, dtype=x_start.dtype, device="cpu").to(x_start.device)
+        noise = randn_tensor(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
         states.append(a_ts * states[-1] + var_ts.sqrt() * noise)
     return torch.stack(states, dim=1)
 
@@ -132,7 +140,7 @@ def dequantize(x: torch.Tensor, levels: int, generator: torch.Generator | None =
     [0, 1]): x + v, v ~ U[0, 2/levels) per dimension — U[0, 1/levels) in [0, 1] scaling. The bins
     [x, x + 2/levels) of distinct pixel values are disjoint, so for any density p on R^D
         −log P(x) ≤ E_v[−log p(x + v)] + D·log(levels/2)   (Jensen; bin volume (2/levels)^D)."""
-    v = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    v = rand_tensor(x.shape, generator, x.device, x.dtype)
     return x + v * (2.0 / levels)
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from ntm_core.data.shapes import ShapesDataset
-from ntm_core.train import BatchSampler
+from ntm_core.batches import BatchSampler
 
 from .train_helpers import ENV, TINY, metrics
 

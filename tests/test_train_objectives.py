@@ -102,7 +102,7 @@ def test_self_distilled_denoiser(ntm_run, tmp_path):
 
 
 def test_bad_configs_are_clear_errors(tmp_path):
-    from ntm_core.train import load_config
+    from ntm_core.config import load_config
 
     with pytest.raises(ValueError, match="objective"):
         load_config(None, ["objective=nope"])
@@ -114,7 +114,8 @@ def test_bad_configs_are_clear_errors(tmp_path):
 def test_data_echo_reuses_each_rendered_batch(tmp_path):
     """data_echo=2: micro-steps 2m and 2m+1 train on the same images (fresh noise), 2m+2 on new ones; a run
     resumed at an odd step picks up the same batch; the run ends after exactly train.steps steps."""
-    from ntm_core.train import Trainer, load_config
+    from ntm_core.config import load_config
+    from ntm_core.train import Trainer
 
     from .train_helpers import tiny_config
 
@@ -122,12 +123,12 @@ def test_data_echo_reuses_each_rendered_batch(tmp_path):
         load_config(None, ["train.data_echo=0"])
     trainer = Trainer(tiny_config(tmp_path / "a", "train.data_echo=2", "train.steps=5"))
     trainer._open_batches()
-    images = [trainer._micro_batch(m)["image"] for m in range(5)]
+    images = [trainer._micro_batch(m)[0] for m in range(5)]
     assert torch.equal(images[0], images[1]) and torch.equal(images[2], images[3])
     assert not torch.equal(images[1], images[2]) and not torch.equal(images[3], images[4])
     trainer.step = 3  # where --resume at step 3 starts
     trainer._open_batches()
-    assert torch.equal(trainer._micro_batch(3)["image"], images[3])
+    assert torch.equal(trainer._micro_batch(3)[0], images[3])
     trainer._release_lock()
 
     out = tmp_path / "b"

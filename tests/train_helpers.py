@@ -5,7 +5,8 @@ import json
 import os
 import sys
 
-from ntm_core.train import load_config, train
+from ntm_core.config import load_config
+from ntm_core.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "ntm_core", "configs", "tiny.yaml")

@@ -1,0 +1,137 @@
+"""The trainer's data: micro-batch m as (images on the device, text embedding on the device), a pure function of
+(seed, m, rank) — so a resumed run sees the same data — and disjoint across data-parallel processes.
+
+HostBatches: items from any dataset (shapes, MNIST, an image folder), collated on the CPU, rendered ahead by
+  DataLoader workers on GPU machines; captions through the text encoder's LRU cache.
+DeviceShapes: the shapes dataset rendered on the training device by `ShapesRenderer`, captions gathered from a
+  `CaptionTable` embedded once; nothing crosses the host in the loop.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from .conditioning import TextEmbedding
+from .data import collate
+
+
+def build_dataset(cfg: dict, seed: int):
+    from .data.idx import IdxDataset
+    from .data.imagefolder import ImageFolderDataset
+    from .data.shapes import CATEGORIES, ShapesDataset
+
+    d = cfg["data"]
+    kind, size, ch = d["kind"], d["image_size"], d["channels"]
+    if kind == "shapes":
+        return ShapesDataset("train", seed=seed, image_size=size, categories=d.get("categories") or CATEGORIES)
+    if kind in ("mnist", "fashion-mnist"):
+        if not d.get("root"):
+            raise ValueError(f"data.root must point at the {kind} IDX files")
+        return IdxDataset(d["root"], kind, "train", image_size=size, channels=ch)
+    if kind == "imagefolder":
+        return ImageFolderDataset(d["root"], image_size=size, channels=ch)
+    raise ValueError(f"unknown data.kind {kind!r}")
+
+
+def generator(*key: int, device="cpu") -> torch.Generator:
+    """A generator seeded from a tuple of integers (seed, micro-step, rank, …), on `device`."""
+    seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class BatchSampler:
+    """Micro-batch m of process r is a pure function of (seed, m, r): resumable, and disjoint across processes.
+    Finite datasets are walked in a fresh seeded permutation each epoch."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int, world: int):
+        self.ds, self.b, self.seed, self.rank, self.world = dataset, batch_size, seed, rank, world
+        self.finite = not hasattr(dataset, "spec_at")
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _index(self, i: int) -> int:
+        if not self.finite:
+            return i
+        n = len(self.ds)
+        epoch, pos = divmod(i, n)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
+        return int(self._perm[1][pos])
+
+    def batch(self, m: int) -> dict:
+        start = (m * self.world + self.rank) * self.b
+        return collate([self.ds[self._index(i)] for i in range(start, start + self.b)])
+
+
+class _MicroBatches(torch.utils.data.Dataset):
+    """Micro-batch m of a BatchSampler as a dataset item, so that a DataLoader can prefetch them."""
+
+    def __init__(self, sampler: BatchSampler):
+        self.sampler = sampler
+
+    def __getitem__(self, m: int) -> dict:
+        return dict(self.sampler.batch(int(m)), micro=int(m))
+
+
+class HostBatches:
+    def __init__(self, cfg: dict, seed: int, rank: int, world: int, device, encoder, workers):
+        self.sampler = BatchSampler(build_dataset(cfg, seed), cfg["train"]["batch_size"], seed, rank, world)
+        self.device, self.encoder = torch.device(device), encoder
+        if workers == "auto":
+            workers = min(8, (os.cpu_count() or 1) - 1) if self.device.type == "cuda" else 0
+        self.workers = int(workers)
+        self._batch, self._stream = None, iter(())
+
+    def open(self, first: int, end: int) -> None:
+        """Data micro-batches first…end-1, in order."""
+        items = _MicroBatches(self.sampler)
+        if self.workers <= 0:
+            self._stream = (items[m] for m in range(first, end))
+        else:
+            self._stream = iter(torch.utils.data.DataLoader(
+                items, batch_size=None, sampler=range(first, end), num_workers=self.workers, prefetch_factor=4,
+                pin_memory=self.device.type == "cuda"))
+        self._batch = None
+
+    def get(self, m: int) -> tuple[torch.Tensor, TextEmbedding | None]:
+        if self._batch is None or self._batch["micro"] != m:
+            self._batch = next(self._stream)
+            assert self._batch["micro"] == m, (self._batch["micro"], m)  # prefetching must keep the order
+        x0 = self._batch["image"].to(self.device, non_blocking=True)
+        text = None if self.encoder is None else self.encoder.encode(self._batch["caption"]).to(device=self.device)
+        return x0, text
+
+
+class DeviceShapes:
+    def __init__(self, cfg: dict, seed: int, rank: int, world: int, device, encoder):
+        from .data.shapes import CATEGORIES
+        from .data.shapes_torch import ShapesRenderer
+        from .text import CaptionTable
+
+        d = cfg["data"]
+        self.seed, self.rank, self.b, self.device = seed, rank, cfg["train"]["batch_size"], torch.device(device)
+        self.renderer = ShapesRenderer("train", d["image_size"], d.get("categories") or CATEGORIES, self.device)
+        self.table = None if encoder is None else CaptionTable(encoder, self.renderer.captions, self.device)
+        self._m, self._batch = None, None
+
+    def open(self, first: int, end: int) -> None:
+        self._m = None
+
+    def get(self, m: int) -> tuple[torch.Tensor, TextEmbedding | None]:
+        if self._m != m:
+            self._m = m
+            self._batch = self.renderer.sample(self.b, generator(self.seed, m, self.rank, 11, device=self.device))
+        text = None if self.table is None else self.table[self._batch["caption_id"]]
+        return self._batch["image"], text
+
+
+def training_batches(cfg: dict, seed: int, rank: int, world: int, device, encoder):
+    """The data stream `cfg.data` asks for (render: auto → on the device for shapes on a GPU)."""
+    d = cfg["data"]
+    render = d.get("render", "auto")
+    if render == "auto":
+        render = "device" if d["kind"] == "shapes" and torch.device(device).type == "cuda" else "cpu"
+    if render == "device":
+        return DeviceShapes(cfg, seed, rank, world, device, encoder)
+    return HostBatches(cfg, seed, rank, world, device, encoder, cfg["train"]["num_workers"])

@@ -1,0 +1,65 @@
+"""Training configuration: defaults, YAML files and `--set key=value` overrides, checked once before a run."""
+from __future__ import annotations
+
+import copy
+
+import yaml
+
+OBJECTIVES = ("ntm", "gauss", "fm", "fm_to_ntm", "denoiser")
+DEFAULTS: dict = {
+    "name": "run",
+    "objective": "ntm",  # ntm | gauss | fm | fm_to_ntm | denoiser
+    "output_dir": "runs/run",
+    "seed": 0,
+    "init_from": None,  # a pipeline folder: the FM model (fm_to_ntm) or the NTM (denoiser)
+    # render: where shapes are drawn — "device" (batched torch on the training device, captions embedded once),
+    # "cpu" (ShapesDataset in DataLoader workers), "auto" (device on a GPU, cpu otherwise); categories: a subset
+    "data": {"kind": "shapes", "root": None, "image_size": 32, "channels": 3, "render": "auto", "categories": None},
+    "text": {"encoder": "minilm", "max_length": 32, "drop_prob": 0.1},  # text: null → unconditional
+    "model": {"transporter": {}, "predictor": {}, "schedule": {}, "denoiser": {}},
+    "train": {
+        "steps": 1000, "batch_size": 64, "lr": 3e-4, "warmup_steps": 50, "weight_decay": 0.0, "grad_clip": 1.0,
+        "ema_decay": 0.999, "grad_accum": 1, "mixed_precision": "auto", "checkpoint_every": 200,
+        "keep_checkpoints": 2, "log_every": 1, "aux_lambda": 2.5, "max_seconds": None,
+        "num_workers": "auto",
+        # data echoing (Choi et al. 2019): each rendered micro-batch serves this many consecutive micro-steps, each with
+        # fresh trajectory noise, K and text dropout — when rendering, not the accelerator, limits throughput
+        "data_echo": 1,
+        "shard_mb": 15,  # checkpoint tensor files are cut into shards of at most this size (moved between machines)
+    },
+}
+RENDER = ("auto", "device", "cpu")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (override or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | None, overrides: list[str] = ()) -> dict:
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        with open(path) as f:
+            cfg = _merge(cfg, yaml.safe_load(f) or {})
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        if not _:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(raw)
+    if cfg["objective"] not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg['objective']!r}")
+    if cfg["objective"] in ("fm_to_ntm", "denoiser") and not cfg["init_from"]:
+        raise ValueError(f"objective {cfg['objective']} needs init_from: a pipeline folder to start from")
+    if not isinstance(cfg["train"]["data_echo"], int) or cfg["train"]["data_echo"] < 1:
+        raise ValueError(f"train.data_echo must be an integer ≥ 1, got {cfg['train']['data_echo']!r}")
+    if cfg["data"].get("render", "auto") not in RENDER:
+        raise ValueError(f"data.render must be one of {RENDER}, got {cfg['data']['render']!r}")
+    if cfg["data"].get("render") == "device" and cfg["data"]["kind"] != "shapes":
+        raise ValueError(f"data.render=device draws the shapes dataset only, not {cfg['data']['kind']!r}")
+    return cfg

@@ -1,0 +1,127 @@
+"""A training run's folder — the one place that knows its layout. The trainer writes it; the app's job manager and
+model registry read it.
+
+    <run>/config.yaml        the resolved configuration
+    <run>/status.json        {"state": running|stopped|finished|failed, "step", "total_steps", "device", …}
+    <run>/metrics.jsonl      one JSON line per logged step (pandas.read_json(..., lines=True))
+    <run>/checkpoints/       step-N folders (ntm_core.checkpoint)
+    <run>/pipeline/          the finished model (EMA weights), loadable by the app
+    <run>/.lock              the live trainer's pid
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import yaml
+
+from .checkpoint import list_checkpoints
+
+
+def _write_json_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+class RunFolder:
+    def __init__(self, path: str):
+        self.path = path
+        self.config_path = os.path.join(path, "config.yaml")
+        self.status_path = os.path.join(path, "status.json")
+        self.metrics_path = os.path.join(path, "metrics.jsonl")
+        self.checkpoints_dir = os.path.join(path, "checkpoints")
+        self.pipeline_path = os.path.join(path, "pipeline")
+        self.lock_path = os.path.join(path, ".lock")
+
+    # ---- reading (the app) ----
+    def status(self) -> dict:
+        """The last status the trainer wrote ({} before it wrote one, or while a write is torn)."""
+        try:
+            with open(self.status_path) as f:
+                return json.load(f)
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def metrics(self) -> pd.DataFrame:
+        """Every complete metrics line (a line torn by a kill mid-write is skipped)."""
+        rows = []
+        if os.path.exists(self.metrics_path):
+            with open(self.metrics_path) as f:
+                for line in f:
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        continue
+        return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["step", "loss"])
+
+    def config(self) -> dict:
+        try:
+            with open(self.config_path) as f:
+                return yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError):
+            return {}
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        return list_checkpoints(self.checkpoints_dir)
+
+    @property
+    def has_pipeline(self) -> bool:
+        return os.path.exists(os.path.join(self.pipeline_path, "model_index.json"))
+
+    # ---- writing (the trainer) ----
+    def write_status(self, state: str, **fields) -> None:
+        _write_json_atomic(self.status_path, {"state": state, **fields})
+
+    def write_config(self, cfg: dict) -> None:
+        os.makedirs(self.path, exist_ok=True)
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(cfg, f, sort_keys=False)
+
+    def append_metrics(self, rows: list[dict]) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+    def truncate_metrics(self, step: int) -> None:
+        """Keep only the lines up to `step` (a resumed checkpoint), so the curve continues with no gap or overlap;
+        step 0 starts a fresh file."""
+        if not os.path.exists(self.metrics_path):
+            return
+        keep = []
+        if step > 0:
+            with open(self.metrics_path) as f:
+                for line in f:
+                    try:
+                        if json.loads(line)["step"] <= step:
+                            keep.append(line if line.endswith("\n") else line + "\n")
+                    except (json.JSONDecodeError, KeyError, TypeError):  # a torn last line (killed mid-write), blanks
+                        continue
+        with open(self.metrics_path + ".tmp", "w") as f:
+            f.writelines(keep)
+        os.replace(self.metrics_path + ".tmp", self.metrics_path)
+
+    def lock(self) -> None:
+        """One live trainer per run folder: a second one would interleave metrics and checkpoints."""
+        os.makedirs(self.path, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    with open(self.lock_path) as f:
+                        pid = int(f.read().strip() or 0)
+                    os.kill(pid, 0)
+                except (ValueError, ProcessLookupError, PermissionError):
+                    os.remove(self.lock_path)  # stale: its process is gone
+                    continue
+                raise ValueError(f"{self.path} is in use by training process {pid}; wait for it, or stop it first")
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return
+        raise ValueError(f"could not lock {self.path}")
+
+    def unlock(self) -> None:
+        if os.path.exists(self.lock_path):
+            os.remove(self.lock_path)

@@ -1,0 +1,92 @@
+"""The GPU training engine, checked on the CPU: shapes rendered on the training device with captions gathered from
+a table embedded once, resumable; checkpoints in bounded shards; the run folder the app reads."""
+import glob
+import os
+import shutil
+
+import torch
+from safetensors import safe_open
+
+from ntm_core.batches import DeviceShapes, HostBatches
+from ntm_core.checkpoint import list_checkpoints
+from ntm_core.data.shapes_torch import ShapesRenderer
+from ntm_core.runs import RunFolder
+from ntm_core.text import CaptionTable, get_text_encoder
+from ntm_core.train import Trainer, train
+
+from .train_helpers import metrics, run_tiny, tiny_config
+
+DEVICE = ["data.render=device", "data.categories=[single_object,counting]"]
+
+
+def test_caption_table_embeds_like_the_encoder():
+    encoder = get_text_encoder(None, 16)
+    captions = ShapesRenderer("train", categories=("single_object",)).captions[:20]
+    table = CaptionTable(encoder, captions)
+    ids = torch.tensor([3, 0, 19, 3])
+    got, ref = table[ids], encoder.encode([captions[i] for i in ids.tolist()])
+    assert torch.allclose(got.pooled, ref.pooled, atol=1e-6)
+    for i in range(len(ids)):  # same real tokens (the table pads to its longest caption, a batch to its own)
+        assert torch.allclose(got.tokens[i][got.mask[i]], ref.tokens[i][ref.mask[i]], atol=1e-6)
+
+
+def test_device_rendered_training_is_resumable_and_keeps_its_data_order(tmp_path):
+    cfg = tiny_config(tmp_path / "a", *DEVICE, "train.data_echo=2")
+    trainer = Trainer(cfg)
+    assert isinstance(trainer.batches, DeviceShapes)
+    trainer._open_batches()
+    first = [trainer._micro_batch(m) for m in range(4)]
+    assert torch.equal(first[0][0], first[1][0]) and not torch.equal(first[1][0], first[2][0])  # data echo
+    assert first[0][0].shape == (8, 3, 16, 16) and first[0][1].pooled.shape[0] == 8
+    trainer.step = 3  # where --resume at step 3 starts: the same images and captions
+    trainer._open_batches()
+    x, text = trainer._micro_batch(3)
+    assert torch.equal(x, first[3][0]) and torch.equal(text.pooled, first[3][1].pooled)
+    trainer._release_lock()
+
+    out = tmp_path / "b"
+    run_tiny(out, *DEVICE, "train.steps=4", "train.checkpoint_every=2")
+    losses = {m["step"]: m["loss"] for m in metrics(out)}
+    (_, step2), _ = list_checkpoints(os.path.join(out, "checkpoints"))
+    resumed_dir = tmp_path / "c"
+    shutil.copytree(step2, resumed_dir / "checkpoints" / os.path.basename(step2))  # as if stopped at step 2
+    train(tiny_config(resumed_dir, *DEVICE, "train.steps=4", "train.checkpoint_every=2"), resume=True)
+    resumed = {m["step"]: m["loss"] for m in metrics(resumed_dir)}
+    assert sorted(resumed) == [3, 4]
+    for step in resumed:  # the resumed run continues the uninterrupted one exactly
+        assert abs(resumed[step] - losses[step]) < 1e-5, (step, resumed[step], losses[step])
+
+
+def test_cpu_default_renders_on_the_host(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "train.steps=1"))
+    assert isinstance(trainer.batches, HostBatches)  # render: auto → host workers without a GPU
+    trainer._release_lock()
+
+
+def test_checkpoints_are_cut_into_bounded_shards_and_resume(tmp_path):
+    out = tmp_path / "run"
+    run_tiny(out, "train.steps=2", "train.checkpoint_every=2", "train.shard_mb=0.02")
+    (_, ckpt), = list_checkpoints(os.path.join(out, "checkpoints"))
+    shards = glob.glob(os.path.join(ckpt, "*-of-*.safetensors"))
+    assert len(shards) > 3
+    for f in shards:  # a shard holds ≤ 20 kB of tensors, or one tensor larger than that on its own
+        with safe_open(f, "pt") as st:
+            keys = list(st.keys())
+            nbytes = sum(st.get_tensor(k).numel() * st.get_tensor(k).element_size() for k in keys)
+        assert nbytes <= 0.02e6 or len(keys) == 1, (f, nbytes, len(keys))
+    assert os.path.exists(os.path.join(ckpt, "model.safetensors.index.json"))
+    train(tiny_config(out, "train.steps=4", "train.checkpoint_every=2", "train.shard_mb=0.02"), resume=True)
+    assert [m["step"] for m in metrics(out)] == [1, 2, 3, 4]
+
+
+def test_run_folder_reads_what_the_trainer_wrote(tmp_path):
+    out = tmp_path / "run"
+    run_tiny(out, "train.steps=2", "train.checkpoint_every=2")
+    run = RunFolder(str(out))
+    status = run.status()
+    assert status["state"] == "finished" and status["step"] == 2 and status["samples"] == 16
+    assert list(run.metrics()["step"]) == [1, 2] and run.has_pipeline
+    assert run.config()["train"]["steps"] == 2 and len(run.checkpoints()) == 1
+    with open(run.metrics_path, "a") as f:
+        f.write('{"step": 3, "lo')  # torn by a kill mid-write
+    assert list(run.metrics()["step"]) == [1, 2]
