@@ -1,57 +1,102 @@
-"""Training throughput of every objective on one configuration, measured with the real trainer.
+"""Training throughput of every objective, each job alone on the machine, measured with the real trainer — the
+engine before (shapes rendered by CPU workers, float32: the recipe that trained the earlier bundles) and now
+(shapes rendered on the GPU, captions from a table, bf16 with float32 flow arithmetic) in one run.
 
-    python -m analysis.bench_training --config ntm_core/configs/shapes32.yaml --steps 6 --out results/bench_training.json
+    git archive 258c6ca ntm_core | tar -x -C .before      # the trainer as it was before this engine
+    python -m analysis.bench_training --device cuda --before-code .before --steps 40 --out docs/bench-training-h100
+    python -m analysis.bench_training --device cpu --engine now --steps 6       (the CPU; tiny configs only)
+
+With --before-code, the `before` rows run that copy of ntm_core (in a subprocess), so the ratio compares the two
+trainers; without it, they run today's code with the earlier settings (CPU rendering, float32).
 
 Each objective trains `--steps` optimizer steps from the config (fm_to_ntm starts from the fm run just made,
-denoiser from the ntm run); the first step (warm-up) is dropped and the median of the rest is reported.
+denoiser from the ntm run); the first fifth of the steps (warm-up, allocation) is dropped and the median
+samples/s of the rest is reported. The last rows give each objective's ratio now / before.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import subprocess
+import sys
 import tempfile
 
 import pandas as pd
+import torch
 
 from analysis.report import environment, report
 from ntm_core.config import load_config
+from ntm_core.runs import RunFolder
 from ntm_core.train import train
 
 ORDER = ("ntm", "gauss", "fm", "fm_to_ntm", "denoiser")
+ENGINES = {  # overrides per engine; `before` is assets/train_bundled.sh's earlier recipe (batch 256, 4 workers)
+    "before": ["data.render=cpu", "train.mixed_precision=no", "train.num_workers=4", "train.data_echo=3",
+               "train.log_every=1"],
+    "now": ["data.render=device", "train.mixed_precision=auto", "train.data_echo=1", "train.log_every=5"],
+}
 
 
-def benchmark(config: str, steps: int, overrides=()) -> pd.DataFrame:
-    rows, folders = [], {}
+def _train(cfg_path: str, extra: list[str], before_code: str | None) -> str:
+    """Train in-process, or with an earlier copy of ntm_core in a subprocess; returns the pipeline folder."""
+    if before_code is None:
+        return train(load_config(cfg_path, extra))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(before_code), os.getcwd()]))
+    subprocess.run([sys.executable, "-m", "ntm_core.train", "--config", cfg_path, "--set", *extra], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(next(e.split("=", 1)[1] for e in extra if e.startswith("output_dir=")), "pipeline")
+
+
+def benchmark(config: str, steps: int, engines=("before", "now"), objectives=ORDER, overrides=(),
+              before_code: str | None = None) -> pd.DataFrame:
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for obj in ORDER:
-            extra = [f"objective={obj}", f"output_dir={os.path.join(tmp, obj)}", f"train.steps={steps}",
-                     f"train.checkpoint_every={steps + 1}", "train.warmup_steps=1", *overrides]
-            if obj == "fm_to_ntm":
-                extra.append(f"init_from={folders['fm']}")
-            if obj == "denoiser":
-                extra.append(f"init_from={folders['ntm']}")
-            cfg = load_config(config, extra)
-            folders[obj] = train(cfg)
-            with open(os.path.join(tmp, obj, "metrics.jsonl")) as f:
-                m = pd.DataFrame([json.loads(line) for line in f])
-            timed = m.iloc[1:] if len(m) > 1 else m
-            rows.append({"objective": obj, "batch_size": cfg["train"]["batch_size"],
-                         "samples_per_s": timed["samples_per_s"].median(),
-                         "seconds_per_step": timed["seconds"].median(), "steps_timed": len(timed),
-                         "K": ",".join(str(k) for k in sorted(set(m["num_steps"])))})
-    return pd.DataFrame(rows)
+        for engine in engines:
+            folders = {}
+            for obj in objectives:
+                out = os.path.join(tmp, engine, obj)
+                extra = [f"objective={obj}", f"output_dir={out}", f"train.steps={steps}",
+                         f"train.checkpoint_every={steps + 1}", "train.warmup_steps=1", *ENGINES[engine], *overrides]
+                if obj == "fm_to_ntm":
+                    extra.append(f"init_from={folders['fm']}")
+                if obj == "denoiser":
+                    extra.append(f"init_from={folders['ntm']}")
+                cfg = load_config(config, extra)
+                folders[obj] = _train(config, extra, before_code if engine == "before" else None)
+                m = RunFolder(out).metrics()
+                timed = m[m["step"] > steps // 5] if len(m) > 1 else m
+                rows.append({"engine": engine, "objective": obj, "batch_size": cfg["train"]["batch_size"],
+                             "precision": RunFolder(out).status().get("device", "").split("precision ")[-1],
+                             "samples_per_s": timed["samples_per_s"].median(),
+                             "steps_timed": int(timed["step"].max() - timed["step"].min() + 1)})
+    df = pd.DataFrame(rows)
+    if set(engines) >= {"before", "now"}:
+        wide = df.pivot(index="objective", columns="engine", values="samples_per_s")
+        ratio = (wide["now"] / wide["before"]).reindex([o for o in objectives])
+        df = pd.concat([df, pd.DataFrame({"engine": "now / before", "objective": ratio.index,
+                                          "samples_per_s": ratio.values})], ignore_index=True)
+    return df
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="ntm_core/configs/shapes32.yaml")
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--set", nargs="*", default=[])
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--engine", nargs="+", choices=tuple(ENGINES), default=list(ENGINES))
+    ap.add_argument("--objective", nargs="+", choices=ORDER, default=list(ORDER))
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--set", nargs="*", default=[], help="overrides for every job (e.g. a new backbone, a batch size)")
+    ap.add_argument("--before-code", default=None, help="a copy of the earlier ntm_core package (see above)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    report(benchmark(args.config, args.steps, args.set), "training throughput", environment(config=args.config),
-           args.out, digits=3)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no GPU is visible here")
+    if args.device == "cpu" and torch.cuda.is_available():
+        ap.error("--device cpu on a GPU machine: run with CUDA_VISIBLE_DEVICES= to hide the GPU")
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
+    df = benchmark(args.config, args.steps, args.engine, args.objective, args.set, args.before_code)
+    report(df, "training throughput, each job solo", environment(config=args.config, gpu=gpu, overrides=args.set,
+                                                                   before_code=args.before_code), args.out, digits=3)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,15 @@
 #   bash assets/train_bundled.sh phase2   # ntm-shapes32-from-fm (from the FM) and the denoiser of ntm-shapes32
 #   bash assets/train_bundled.sh export   # bf16 copies into assets/
 #   bash assets/train_bundled.sh mnist-bpd  # ntm-mnist28-bpd: the 8-bit likelihood configuration (RESUME=1 to go on)
+#
+# The next default model (issue 11: the GPU engine; not trained yet — pending a GPU session). One job at a time,
+# each call ≤ SECONDS_CAP s and resumed by the next call from its last checkpoint, shapes rendered on the GPU:
+#   bash assets/train_bundled.sh fm        # the flow-matching backbone (shapes32_fm.yaml); repeat until finished
+#   bash assets/train_bundled.sh ntm       # NTM finetuned from it (NTM_METHOD §5); repeat until finished
+#   bash assets/train_bundled.sh denoiser  # its self-distilled denoiser; repeat until finished
+#   bash assets/train_bundled.sh export-default   # bf16 copies: assets/fm-shapes32, assets/ntm-shapes32
+#   bash assets/train_bundled.sh pack DIR  # a run's newest checkpoint + config + metrics as ≤ 15 MB parts in DIR
+#   bash assets/train_bundled.sh unpack DIR  # …restored into runs/ on the next machine (then the job resumes)
 set -euo pipefail
 MNIST=${MNIST:-../shared/data/mnist}
 STEPS=${STEPS:-5000}          # equal optimizer steps for ntm / gauss / fm (batch 256)
@@ -51,5 +60,30 @@ mnist-bpd)
         train.max_seconds=${BPD_SECONDS:-540} ${RESUME:+--resume} > runs/ntm-mnist28-bpd.log 2>&1
   python -m ntm_core.export runs/ntm-mnist28-bpd/pipeline assets/ntm-mnist28-bpd
   python -m analysis.likelihood_reference --model assets/ntm-mnist28-bpd --data mnist --mnist $MNIST ;;
-*) echo "usage: $0 phase1|phase2|export|mnist-bpd" >&2; exit 2 ;;
+fm|ntm|denoiser)
+  # FM_STEPS / NTM_STEPS / DEN_STEPS: the cosine schedule's length — set from the measured samples/s so that the
+  # whole job takes about 20 GPU-minutes (python -m analysis.bench_training --device cuda --engine now)
+  V2=ntm_core/configs/shapes32_fm.yaml
+  mkdir -p runs
+  case "$1" in
+  fm) args="name=fm-shapes32 output_dir=runs/fm-shapes32 train.steps=${FM_STEPS:-20000}" ;;
+  ntm) args="objective=fm_to_ntm name=ntm-shapes32-from-fm output_dir=runs/ntm-shapes32-from-fm
+             init_from=runs/fm-shapes32/pipeline train.steps=${NTM_STEPS:-8000} train.lr=1.0e-4" ;;
+  denoiser) args="objective=denoiser name=ntm-shapes32-denoiser output_dir=runs/ntm-shapes32-denoiser
+                  init_from=runs/ntm-shapes32-from-fm/pipeline train.steps=${DEN_STEPS:-4000} train.lr=1.0e-3" ;;
+  esac
+  train --config $V2 --resume --set $args train.max_seconds=${SECONDS_CAP:-510} 2>&1 | tee -a runs/$1.log ;;
+export-default)
+  python -m ntm_core.export runs/fm-shapes32/pipeline assets/fm-shapes32
+  python -m ntm_core.export runs/ntm-shapes32-denoiser/pipeline assets/ntm-shapes32 ;;
+pack)
+  # the device returns ≤ 8 files of ≤ 16 MiB: one tar of the run's newest checkpoint, cut into 15 MB parts
+  run=${RUN:?RUN=runs/<job>}; dest=${2:?pack DIR}; mkdir -p "$dest"
+  last=$(ls -d "$run"/checkpoints/step-* | sort | tail -1)
+  tar -cf - "$run"/config.yaml "$run"/metrics.jsonl "$run"/status.json "$last" | split -b 15M - "$dest/$(basename "$run").tar.part-"
+  ls -l "$dest" ;;
+unpack)
+  src=${2:?unpack DIR}
+  for run in $(ls "$src" | sed -n 's/\.tar\.part-.*//p' | sort -u); do cat "$src/$run".tar.part-* | tar -xf -; done ;;
+*) echo "usage: $0 phase1|phase2|export|mnist-bpd|fm|ntm|denoiser|export-default|pack DIR|unpack DIR" >&2; exit 2 ;;
 esac

@@ -118,7 +118,8 @@ class Trainer:
         acc.wait_for_everyone()
         self.device_desc = (f"{self.world}× {torch.cuda.get_device_name(acc.device)}" if acc.device.type == "cuda"
                             else f"{self.world}× CPU process(es)") + f", mixed precision {mp}"
-        self.step_choices = list(self.module.ntm.schedule.config.train_num_steps) if hasattr(self.module, "ntm") else [1]
+        ntm = getattr(self.module, "ntm", None)
+        self.step_choices = list(ntm.schedule.config.train_num_steps) if ntm is not None else [1]
 
     def status(self, state: str, **extra) -> None:
         if self.main:
@@ -195,7 +196,8 @@ class Trainer:
         per_step = self.t["batch_size"] * self.t["grad_accum"] * self.world
         rows = []
         for (step, k, lr, _), vals in zip(pending, values):
-            row = dict(zip(names, vals), num_steps=k, lr=lr, step=step, samples=self.samples - (self.step - step) * per_step,
+            row = dict(zip(names, vals), num_steps=k, lr=lr, step=step,
+                       samples=self.samples - (self.step - step) * per_step,
                        samples_per_s=per_step * len(pending) / elapsed, seconds=elapsed / len(pending))
             if not math.isfinite(row["loss"]):
                 raise FloatingPointError(f"loss is {row['loss']} at step {step}; lower train.lr or check data")

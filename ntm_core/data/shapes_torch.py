@@ -3,9 +3,9 @@
 Same grammar and spec distribution as `shapes.ShapesDataset`: a category uniformly, a spec of it uniformly, a
 caption from `caption_variants` uniformly, object sizes, positions and colour jitter as in `shapes.render`.
 `render` retries a whole placement until no object touches an earlier one (a 1-px gap) and the position
-relation holds; its output is the proposal conditioned on that. Here each image draws TRIES[category] proposals
-in parallel and keeps the first valid one — the same conditional distribution. The rare row with no valid proposal (a rate
-`acceptance` measures: below 1e-7 per image with TRIES) takes the first good row of the batch.
+relation holds; its output is the proposal conditioned on that. Here each image draws TRIES[category]
+proposals in parallel and keeps the first valid one — the same conditional distribution. The rare row with no
+valid proposal (a rate `acceptance` measures: below 1e-6 per image with TRIES) takes the first good row.
 
 Captions are indices into `captions` (every caption the split can produce), so that their text embeddings can
 be computed once and gathered on the device (`text.CaptionTable`).
@@ -19,7 +19,7 @@ from .shapes import CATEGORIES, COLORS, KINDS, RELATIONS, Spec, caption_variants
 
 _RELATIONS = tuple(RELATIONS)
 _MARGIN = 4.0  # px between the centroids along the relation's axis, as in shapes.render
-# proposals per image, per category: enough that all fail with probability < 1e-7 (`acceptance` measures it)
+# proposals per image, per category: all fail with probability ≤ 1.3e-7 (measured by `acceptance`)
 TRIES = {"single_object": 1, "counting": 32, "two_object": 64, "color_attr": 64, "position": 256}
 ROUND = 32  # proposals drawn at once (memory: batch × ROUND × objects × H × W booleans)
 
@@ -138,9 +138,9 @@ class ShapesRenderer:
             objects = self.max_objects[c]
             mask, size, centroid, ok = self._render(spec, objects, TRIES.get(name, ROUND), generator)
             pad = 3 - objects
-            parts.append({"spec_id": spec, "mask": F.pad(mask, (0, 0, 0, 0, 0, pad)),
-                          "size": F.pad(size, (0, pad), value=-1), "centroid": F.pad(centroid, (0, 0, 0, pad), value=-1.0),
-                          "valid": ok})
+            parts.append({"spec_id": spec, "mask": F.pad(mask, (0, 0, 0, 0, 0, pad)), "valid": ok,
+                          "size": F.pad(size, (0, pad), value=-1),
+                          "centroid": F.pad(centroid, (0, 0, 0, pad), value=-1.0)})
         batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         order = torch.randperm(per_cat * len(self.categories), generator=generator, device=self.device)[:batch_size]
         batch = {k: v[order] for k, v in batch.items()}

@@ -1,0 +1,92 @@
+"""Which predictor backbones keep the app under 1 s per image on this CPU — measured before any GPU time is spent.
+
+    python -m analysis.backbone_latency --candidate p4-w160-d4 p2-w192-d6 p2-w256-d8 --out docs/backbone-latency
+
+Each candidate (patch p, width w, depth d[, heads h]) is built as the default model would be — an NTM finetuned
+from flow matching (a Markov predictor) with the shapes32 transporter and a learned denoiser at the same patch —
+with untrained weights (the time does not depend on their values), and timed through the pipeline at batch 1:
+4 steps with the learned denoiser (the app's default path) and with the transporter's inverse, and the flow-matching
+model at 50 Euler steps (the baseline the Compare tab draws).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from analysis.report import environment, report
+from ntm_core.config import load_config
+from ntm_core.denoiser import Denoiser
+from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline
+from ntm_core.predictor import Predictor
+from ntm_core.trajectory import TrajectorySchedule
+from ntm_core.transporter import Transporter
+
+SPEC = re.compile(r"^p(\d+)-w(\d+)-d(\d+)(?:-h(\d+))?$")
+PROMPT = "a red circle to the left of a blue square"
+
+
+def parse(name: str) -> dict:
+    m = SPEC.match(name)
+    if not m:
+        raise ValueError(f"a candidate reads p<patch>-w<width>-d<depth>[-h<heads>], e.g. p2-w256-d8; got {name!r}")
+    p, w, d, h = (int(g) if g else None for g in m.groups())
+    return {"patch_size": p, "width": w, "depth": d, "heads": h or max(1, w // 64)}
+
+
+def _median_seconds(call, repeats: int) -> float:
+    call(0)  # warm-up
+    secs = []
+    for r in range(repeats):
+        start = time.perf_counter()
+        call(r + 1)
+        secs.append(time.perf_counter() - start)
+    return float(np.median(secs))
+
+
+def measure(name: str, cfg: dict, repeats: int) -> dict:
+    arch = parse(name)
+    torch.manual_seed(0)
+    shape = {"sample_size": cfg["data"]["image_size"], "in_channels": cfg["data"]["channels"]}
+    text_kw = {"text_encoder_path": cfg["text"]["encoder"], "text_max_length": cfg["text"]["max_length"]}
+    fm = Predictor(**arch, **shape, text_dim=384, markov=True, s_conditioning=False).eval()
+    ntm_predictor = Predictor(**arch, **shape, text_dim=384, markov=True).eval()
+    transporter = Transporter(**cfg["model"]["transporter"], **shape, text_dim=384).eval()
+    denoiser = Denoiser(**cfg["model"]["denoiser"], **shape, patch_size=arch["patch_size"], text_dim=384).eval()
+    ntm = NTMPipeline(transporter, ntm_predictor, TrajectorySchedule(**cfg["model"]["schedule"]), denoiser, **text_kw)
+    fm_pipe = FlowMatchingPipeline(fm, FlowMatchEulerDiscreteScheduler(shift=1.0), **text_kw)
+    seed = lambda r: torch.Generator().manual_seed(r)  # noqa: E731
+    row = {"candidate": name, **arch, "predictor params (M)": sum(p.numel() for p in fm.parameters()) / 1e6,
+           "bundle MB (bf16)": 2 * sum(p.numel() for m in (ntm_predictor, transporter, denoiser)
+                                       for p in m.parameters()) / 1e6}
+    with torch.inference_mode():
+        row["NTM@4 learned s"] = _median_seconds(lambda r: ntm(PROMPT, 4, 3.0, generator=seed(r), denoise="learned"),
+                                                 repeats)
+        row["NTM@4 none s"] = _median_seconds(lambda r: ntm(PROMPT, 4, 3.0, generator=seed(r), denoise="none"),
+                                              repeats)
+        row["FM@50 s"] = _median_seconds(lambda r: fm_pipe(PROMPT, 50, 3.0, generator=seed(r)), max(1, repeats // 3))
+    row["fits the app (< 1 s)"] = row["NTM@4 learned s"] < 1.0
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--candidate", nargs="+", default=["p4-w160-d4", "p2-w192-d6", "p2-w256-d8", "p2-w320-d8",
+                                                        "p2-w384-d12"])
+    ap.add_argument("--config", default="ntm_core/configs/shapes32.yaml", help="data, text, transporter, denoiser")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    cfg = load_config(a.config)
+    df = pd.DataFrame([measure(c, cfg, a.repeats) for c in a.candidate])
+    report(df, "backbone candidates: one image at batch 1 through the pipeline, untrained weights",
+           environment(config=a.config, prompt=PROMPT, repeats=a.repeats), a.out, digits=3)
+
+
+if __name__ == "__main__":
+    main()
