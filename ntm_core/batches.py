@@ -81,7 +81,7 @@ class HostBatches:
         if workers == "auto":
             workers = min(8, (os.cpu_count() or 1) - 1) if self.device.type == "cuda" else 0
         self.workers = int(workers)
-        self._batch, self._stream = None, iter(())
+        self._m, self._batch, self._stream = None, None, iter(())
 
     def open(self, first: int, end: int) -> None:
         """Data micro-batches first…end-1, in order."""
@@ -92,15 +92,15 @@ class HostBatches:
             self._stream = iter(torch.utils.data.DataLoader(
                 items, batch_size=None, sampler=range(first, end), num_workers=self.workers, prefetch_factor=4,
                 pin_memory=self.device.type == "cuda"))
-        self._batch = None
+        self._m = None
 
     def get(self, m: int) -> tuple[torch.Tensor, TextEmbedding | None]:
-        if self._batch is None or self._batch["micro"] != m:
-            self._batch = next(self._stream)
-            assert self._batch["micro"] == m, (self._batch["micro"], m)  # prefetching must keep the order
-        x0 = self._batch["image"].to(self.device, non_blocking=True)
-        text = None if self.encoder is None else self.encoder.encode(self._batch["caption"]).to(device=self.device)
-        return x0, text
+        if self._m != m:  # a new batch: moved and embedded once, however many echoed steps it serves
+            batch = next(self._stream)
+            assert batch["micro"] == m, (batch["micro"], m)  # prefetching must keep the order
+            text = None if self.encoder is None else self.encoder.encode(batch["caption"]).to(device=self.device)
+            self._m, self._batch = m, (batch["image"].to(self.device, non_blocking=True), text)
+        return self._batch
 
 
 class DeviceShapes:

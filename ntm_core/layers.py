@@ -138,7 +138,8 @@ class FinalLayer(nn.Module):
 
     def forward(self, x, cond, mods=None):
         # in the weights' precision even under a bf16 autocast: these outputs are a velocity and log-scales, which
-        # the density divides by σ and exponentiates (bf16's 8 bits of mantissa made Gaussian-only training diverge)
+        # the density divides by σ and exponentiates (bf16 rounding of the velocity over the last step's small σ is
+        # the suspected cause of the Gaussian-only model's bf16 divergence; not yet checked on a GPU)
         with torch.autocast(x.device.type, enabled=False):
             dtype = self.proj.weight.dtype
             mods = self.modulations(cond.to(dtype)) if mods is None else mods.to(dtype)

@@ -116,25 +116,34 @@ def caption_variants(spec: Spec) -> list[str]:
 
 
 # ---- rendering ----
-def shape_mask(kind: str, size: int, cy: float, cx: float, h: int, w: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    y, x = yy + 0.5 - cy, xx + 0.5 - cx
-    r = size / 2
+def inside(kind: str, y, x, r):
+    """Which pixels a shape of half-size r covers, from each pixel centre's offset (y, x) to the shape's centre.
+    Plain operators only, so numpy arrays (render) and torch tensors (shapes_torch) use the same shapes."""
     if kind == "circle":
         return x**2 + y**2 <= r**2
     if kind == "square":
-        return (np.abs(x) <= r) & (np.abs(y) <= r)
+        return (abs(x) <= r) & (abs(y) <= r)
     if kind == "triangle":  # upright isosceles: apex at top, base at bottom
-        return (y <= r) & (y >= -r) & (np.abs(x) <= (y + r) / 2)
+        return (y <= r) & (y >= -r) & (abs(x) <= (y + r) / 2)
     raise ValueError(kind)
 
 
+def shape_mask(kind: str, size: int, cy: float, cx: float, h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return inside(kind, yy + 0.5 - cy, xx + 0.5 - cx, size / 2)
+
+
+def relations(dy, dx, margin: float) -> dict:
+    """relation → whether an object offset by (dy, dx) from another stands in it: the dominant axis of the offset
+    decides, as the evaluator reads it, and by at least `margin`. Scalars or tensors alike (plain operators)."""
+    horizontal, vertical = abs(dx) > abs(dy), abs(dx) <= abs(dy)
+    return {"left of": horizontal & (dx <= -margin), "right of": horizontal & (dx >= margin),
+            "above": vertical & (dy <= -margin), "below": vertical & (dy >= margin)}
+
+
 def _relation_holds(rel: str, a: tuple[float, float], b: tuple[float, float], margin: float) -> bool:
-    """a, b: (cy, cx). The dominant axis of the offset decides the relation, as the evaluator reads it."""
-    dy, dx = a[0] - b[0], a[1] - b[1]
-    horizontal = abs(dx) > abs(dy)
-    return {"left of": horizontal and dx <= -margin, "right of": horizontal and dx >= margin,
-            "above": not horizontal and dy <= -margin, "below": not horizontal and dy >= margin}[rel]
+    """a, b: (cy, cx)."""
+    return bool(relations(a[0] - b[0], a[1] - b[1], margin)[rel])
 
 
 def render(spec: Spec, rng: np.random.Generator, image_size: int = 32, jitter: int = 20, max_tries: int = 500):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .shapes import CATEGORIES, COLORS, KINDS, RELATIONS, Spec, caption_variants, split_specs
+from .shapes import CATEGORIES, COLORS, KINDS, RELATIONS, Spec, caption_variants, inside, relations, split_specs
 
 _RELATIONS = tuple(RELATIONS)
 _MARGIN = 4.0  # px between the centroids along the relation's axis, as in shapes.render
@@ -85,12 +85,10 @@ class ShapesRenderer:
         x = self.pixel.view(1, 1, 1, 1, s) - cx[..., None, None]
         r = half[..., None, None]
         kind = self.kind[spec][:, None, :o, None, None]
-        circle = x**2 + y**2 <= r**2
-        square = (x.abs() <= r) & (y.abs() <= r)
-        triangle = (y <= r) & (y >= -r) & (x.abs() <= (y + r) / 2)  # upright: apex at the top
+        circle, square, triangle = (inside(k, y, x, r) for k in KINDS)
         present = (torch.arange(o, device=self.device) < n[:, None])[:, None, :, None, None]
         mask = torch.where(kind == 0, circle, torch.where(kind == 1, square, triangle)) & present
-        grown = (x.abs() <= r + 2) & (y.abs() <= r + 2) & present  # the `size + 4` square: ≥ 1 px between
+        grown = inside("square", y, x, r + 2) & present  # the `size + 4` square: ≥ 1 px of black between
         valid = torch.ones(b, t, dtype=torch.bool, device=self.device)
         for j in range(1, o):  # a later object may not touch an earlier one
             for i in range(j):
@@ -100,10 +98,8 @@ class ShapesRenderer:
                                 (mask * self.pixel.view(1, s)).flatten(3).sum(-1) / area], -1)  # [B, T, O, 2]
         rel = self.relation[spec]
         if o >= 2:
-            dy, dx = (centroid[:, :, 0] - centroid[:, :, 1]).unbind(-1)
-            horizontal = dx.abs() > dy.abs()
-            holds = torch.stack([horizontal & (dx <= -_MARGIN), horizontal & (dx >= _MARGIN),
-                                 ~horizontal & (dy <= -_MARGIN), ~horizontal & (dy >= _MARGIN)], -1)
+            holds = relations(*(centroid[:, :, 0] - centroid[:, :, 1]).unbind(-1), _MARGIN)
+            holds = torch.stack([holds[name] for name in _RELATIONS], -1)
             valid &= (rel < 0)[:, None] | holds.gather(-1, rel.clamp_min(0).view(b, 1, 1).expand(b, t, 1))[..., 0]
         centroid = torch.where(present[..., 0, 0, None], centroid, torch.full_like(centroid, -1.0))
         return mask, torch.where(present[..., 0, 0], size, -1), valid, centroid
