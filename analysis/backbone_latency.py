@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 from ntm_core.config import load_config
 from ntm_core.denoiser import Denoiser
 from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline

@@ -17,7 +17,7 @@ import torch
 
 from analysis.backbone_latency import parse
 from analysis.benchmark import generate
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 from analysis.shapes_eval import score
 from ntm_core.config import load_config
 from ntm_core.data.shapes import eval_prompts

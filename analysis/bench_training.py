@@ -24,7 +24,7 @@ import tempfile
 import pandas as pd
 import torch
 
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 from ntm_core.config import load_config
 from ntm_core.runs import RunFolder
 from ntm_core.train import train

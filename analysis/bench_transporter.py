@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import torch
 
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 from ntm_core.transporter import Transporter
 
 

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 from analysis.shapes_eval import score
 from ntm_core.data.shapes import ShapesDataset, eval_prompts
+from ntm_core.images import to_unit
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 
 ROWS = {
@@ -38,13 +39,13 @@ def generate(pipe, prompts: list[str], steps: int, denoise, guidance: float, see
     out, times = [], []
     for i in range(0, len(prompts), batch):
         g = torch.Generator().manual_seed(seed + i)
-        kw = dict(num_inference_steps=steps, guidance_scale=guidance, generator=g, output_type="pt")
+        kw = dict(num_inference_steps=steps, guidance_scale=guidance, generator=g, output_type="model")
         if isinstance(pipe, NTMPipeline):
             kw["denoise"] = denoise
         start = time.perf_counter()
         res = pipe(prompts[i : i + batch], **kw)
         times.append((time.perf_counter() - start, len(prompts[i : i + batch])))
-        out.append(res.images * 2 - 1)
+        out.append(res.images)
     return torch.cat(out), times
 
 
@@ -75,8 +76,7 @@ def heldout_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0) -
 
 def fidelity(images: torch.Tensor, reference: torch.Tensor) -> dict:
     """Pixel distance of the learned denoiser's images to the score-denoised ones, in [0, 1] pixel units."""
-    a, b = (images.clamp(-1, 1) + 1) / 2, (reference.clamp(-1, 1) + 1) / 2
-    mse = (a - b).pow(2).flatten(1).mean(1)
+    mse = (to_unit(images) - to_unit(reference)).pow(2).flatten(1).mean(1)
     return {"MSE vs score": mse.mean().item(), "PSNR vs score (dB)": (10 * torch.log10(1 / mse)).mean().item()}
 
 

@@ -18,8 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analysis.benchmark import heldout_trajectory_nll
-from analysis.figures import nll_parts_table
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 
 PARTS = ("base ½‖z‖²", "Σ log σ", "−log|det J_T|")
@@ -54,7 +53,7 @@ def main() -> None:
         if not isinstance(pipe, NTMPipeline):
             ap.error(f"{folder}: not an NTM pipeline (flow-matching models have no exact likelihood)")
         nll = heldout_trajectory_nll(pipe, args.n, args.steps, args.seed)
-        tables.append(nll_parts_table(nll, index=None).assign(model=name))
+        tables.append(nll.parts_bits_per_dim(index=None).assign(model=name))
     df = pd.concat(tables, ignore_index=True)
     df = df[["model"] + [c for c in df.columns if c != "model"]]
     report(df, "likelihood parts per step", environment(n=args.n, steps=args.steps, seed=args.seed, models=models),

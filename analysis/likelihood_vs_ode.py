@@ -29,12 +29,11 @@ import torch
 from plotly.subplots import make_subplots
 
 from analysis.benchmark import heldout_images
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 from ntm_core.flow_matching import ode_log_likelihood, velocity
 from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
-from ntm_core.trajectory import continue_trajectory
+from ntm_core.trajectory import LN2, continue_trajectory
 
-LN2 = math.log(2.0)
 
 
 def _timed(fn):

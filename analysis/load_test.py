@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPLOAD = os.path.join(ROOT, "assets", "examples", "shapes-render.png")

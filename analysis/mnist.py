@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from analysis.metrics import auroc
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 from ntm_core.data.idx import DIGITS, IdxDataset
 from ntm_core.pipeline import load_pipeline
 
@@ -171,7 +171,7 @@ def main() -> None:
             for i in tqdm(range(0, len(prompts), 50), desc=f"samples ({denoise})", leave=False):
                 g = torch.Generator().manual_seed(a.seed + i)
                 img = pipe(prompts[i : i + 50], num_inference_steps=a.steps, guidance_scale=a.guidance, generator=g,
-                           output_type="pt", denoise=denoise).images * 2 - 1
+                           output_type="model", denoise=denoise).images
                 with torch.no_grad():
                     preds.append(clf(img[:, :1]).argmax(1))
             acc = torch.cat(preds).eq(torch.tensor(digits)).float()

@@ -9,24 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import ndimage
 
 from ntm_core.data.shapes import CATEGORIES, COLORS, Spec
+from ntm_core.images import to_uint8
 
 MIN_AREA = 12  # px; smaller blobs are noise, not objects (the smallest rendered shape covers ≥ 30 px)
-
-
-def to_uint8(image) -> np.ndarray:
-    """Accepts uint8 [H, W, 3] or a float tensor/array [3, H, W] in [−1, 1]."""
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().float().numpy()
-    image = np.asarray(image)
-    if image.dtype == np.uint8:
-        return image
-    if image.ndim == 3 and image.shape[0] in (1, 3):
-        image = image.transpose(1, 2, 0)
-    return np.clip((image + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
 
 
 def classify_kind(mask: np.ndarray) -> str:
@@ -44,6 +32,7 @@ def classify_kind(mask: np.ndarray) -> str:
 
 
 def detect_objects(image, min_area: int = MIN_AREA) -> list[dict]:
+    """image: uint8 [H, W, 3], or [3, H, W] in model scaling (a tensor or an array)."""
     img = to_uint8(image)
     bits = img > 127
     objects = []

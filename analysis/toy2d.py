@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from analysis.metrics import energy_distance
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 from ntm_core.data.toy2d import eight_gaussians
 from ntm_core.model import NTM
 from ntm_core.predictor import Predictor

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 from ntm_core.data.shapes import COLORS, KINDS, ShapesDataset
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 

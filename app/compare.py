@@ -8,6 +8,7 @@ import gradio as gr
 import pandas as pd
 import torch
 
+from ntm_core.images import to_uint8, to_unit
 from ntm_core.pipeline import NTMPipeline
 
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, model_picker, model_problem, number_problem,
@@ -32,7 +33,7 @@ def problems(registry, prompt, model, steps, guidance, seed, randomize, baseline
 def _run(pipe, prompt, steps, guidance, seed, **kw):
     g = torch.Generator().manual_seed(seed)
     return pipe(prompt, num_inference_steps=int(steps), guidance_scale=float(guidance), generator=g,
-                output_type="pt", **kw)
+                output_type="model", **kw)
 
 
 def compare(registry, prompt, model, steps, guidance, seed, randomize, baselines):
@@ -47,13 +48,12 @@ def compare(registry, prompt, model, steps, guidance, seed, randomize, baselines
         other = registry.get(label)
         kw = {"denoise": "score"} if isinstance(other, NTMPipeline) and other.transporter.config.num_blocks == 0 else {}
         rows.append((label, _run(other, prompt, steps, guidance, seed, **kw)))
-    mse = (score.images - learned.images).pow(2).mean().item()
+    mse = (to_unit(score.images) - to_unit(learned.images)).pow(2).mean().item()
     psnr = 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
     table = pd.DataFrame([{"method": name, "seconds": round(o.seconds, 4), "img/s": round(1 / o.seconds, 2)}
                           for name, o in rows])
     speedup = score.seconds / learned.seconds
-    gallery = [(show(o.images[0].permute(1, 2, 0).mul(255).round().byte().numpy()), f"{name} · {o.seconds:.2f} s")
-               for name, o in rows]
+    gallery = [(show(to_uint8(o.images[0])), f"{name} · {o.seconds:.2f} s") for name, o in rows]
     note = (f"**Learned denoiser: {speedup:.1f}× faster than score denoising** "
             f"({learned.seconds:.3f} s vs {score.seconds:.3f} s). Pixel distance between the two outputs: "
             f"MSE {mse:.5f}, PSNR {psnr:.1f} dB (images in [0, 1]). Seed {seed}, {int(steps)} steps.")

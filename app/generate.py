@@ -8,7 +8,7 @@ import time
 import gradio as gr
 import torch
 
-from ntm_core.pipeline import NTMPipeline
+from ntm_core.pipeline import NTMPipeline, default_final_step
 
 from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem, number_problem, pick_seed,
                       prompt_problem, raise_problems, seed_inputs, seed_problem, user_errors, validator)
@@ -35,29 +35,34 @@ def problems(registry, prompt, model, steps, guidance, temperature, seed, random
             seed_problem(seed, randomize), None, number_problem(count, 1, 8, "Images", integer=True), final_problem]
 
 
-def draw(pipe, prompt: str, seed: int, steps: int, guidance: float, temperature: float, final: str):
-    """One image (PIL, at the model's resolution) and its caption."""
+def draw(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, temperature: float,
+         final: str | None):
+    """One image per (prompt, seed), in one batched call: PIL images at the model's resolution and their captions.
+    Each image has its own generator, so image i is the image its seed draws alone. final None: the model's
+    default final step."""
     kw = dict(num_inference_steps=int(steps), guidance_scale=float(guidance),
-              generator=torch.Generator().manual_seed(seed))  # one seed per image: each reproducible on its own
+              generator=[torch.Generator().manual_seed(s) for s in seeds])
     if isinstance(pipe, NTMPipeline):
-        out = pipe(prompt, temperature=float(temperature), denoise=final, return_log_prob=True, **kw)
-        caption = f"seed {seed} · {out.nll.bits_per_dim[0].item():.3f} bits/dim (trajectory)"
+        out = pipe(prompts, temperature=float(temperature), denoise=final, return_log_prob=True, **kw)
+        captions = [f"seed {s} · {bpd:.3f} bits/dim (trajectory)" for s, bpd in zip(seeds, out.nll.bits_per_dim.tolist())]
     else:
-        out = pipe(prompt, **kw)
-        caption = f"seed {seed}"
-    return out.images[0], caption
+        out = pipe(prompts, **kw)
+        captions = [f"seed {s}" for s in seeds]
+    return out.images, captions
 
 
-def generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final,
-                    progress=None):
+def generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final):
+    """All images in one batched pipeline call (one generator per seed); the gallery shows gradio's timer meanwhile.
+    (No gr.Progress here: with a single progress(0, …) call, the next click's validation message never appeared
+    in Chromium with gradio 6.31 — tests/test_app_browser.py.)"""
     raise_problems(problems(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final))
     pipe = registry.get(model)
     seed = pick_seed(seed, randomize)
-    folder, images, start = OUTPUTS.new_folder(), [], time.perf_counter()
-    seeds = range(seed, seed + int(count))
-    for s in progress.tqdm(seeds, desc="drawing", unit="image") if progress is not None else seeds:
-        image, caption = draw(pipe, prompt, s, steps, guidance, temperature, final)
-        images.append((OUTPUTS.png(folder, image, f"{prompt}-seed{s}"), caption))  # native-size PNG download
+    folder, start = OUTPUTS.new_folder(), time.perf_counter()
+    seeds = list(range(seed, seed + int(count)))
+    drawn, captions = draw(pipe, [prompt] * len(seeds), seeds, steps, guidance, temperature, final)
+    images = [(OUTPUTS.png(folder, image, f"{prompt}-seed{s}"), caption)  # native-size PNG downloads
+              for image, s, caption in zip(drawn, seeds, captions)]
     dt = time.perf_counter() - start
     ntm = isinstance(pipe, NTMPipeline)
     note = (f"**{len(images)} image(s) in {dt:.2f} s** ({dt / max(len(images), 1):.2f} s each) · "
@@ -84,14 +89,13 @@ class ExampleGrid:
         with self._lock:
             if key not in self._grids:
                 pipe = self.registry.get(model)
-                final = "learned" if info.has_denoiser else "score"
                 steps = NTM_STEPS if info.is_ntm else FM_STEPS
                 folder = OUTPUTS.new_folder()
-                grid = []
-                for prompt in info.examples[:8]:
-                    image, _ = draw(pipe, prompt, EXAMPLE_SEED, steps, 3.0, 1.0, final)
-                    grid.append((OUTPUTS.png(folder, image, f"{prompt}-seed{EXAMPLE_SEED}"), f"example · {prompt}"))
-                self._grids[key] = grid
+                prompts = info.examples[:8]
+                images, _ = draw(pipe, prompts, [EXAMPLE_SEED] * len(prompts), steps, 3.0, 1.0, None) if prompts \
+                    else ([], [])
+                self._grids[key] = [(OUTPUTS.png(folder, image, f"{prompt}-seed{EXAMPLE_SEED}"), f"example · {prompt}")
+                                    for prompt, image in zip(prompts, images)]
             return self._grids[key]
 
 
@@ -108,7 +112,7 @@ def controls(registry, model):
         steps = gr.update(maximum=FM_STEPS, value=FM_STEPS, info="Euler steps of the flow-matching ODE")
     else:
         choices = FINAL if info.has_denoiser else FINAL[1:]
-        final = gr.update(choices=choices, value=choices[0][1], interactive=True,
+        final = gr.update(choices=choices, value=default_final_step(info.has_denoiser), interactive=True,
                           info=None if info.has_denoiser else "this model has no learned denoiser (score or none)")
         temperature = gr.update(interactive=True, info="scales the predictor's σ (1 = the model's density)")
         steps = gr.update(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps (the model was trained for 1–4)")
@@ -152,16 +156,15 @@ def build(registry, demo: gr.Blocks):
                         temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature")
                     with gr.Row():
                         seed, randomize = seed_inputs(randomize=True)
-                    final = gr.Radio(FINAL, value="learned" if info is None or info.has_denoiser else "score",
+                    final = gr.Radio(FINAL, value=default_final_step(info is None or info.has_denoiser),
                                      label="Final step")
         inputs = [prompt, model, steps, guidance, temperature, seed, randomize, count, final]
 
         @gpu(duration=GPU_SECONDS["generate"])
         @user_errors
-        def generate(prompt, model, steps, guidance, temperature, seed, randomize, count, final,
-                     progress=gr.Progress()):
+        def generate(prompt, model, steps, guidance, temperature, seed, randomize, count, final):
             return generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count,
-                                   final, progress)
+                                   final)
 
         gr.on([run.click, prompt.submit], generate, inputs, [gallery, note, seed], api_name="generate",
               validator=validator(problems, registry), show_progress_on=[gallery], **MODEL_WORK)

@@ -14,10 +14,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from ntm_core.images import to_uint8
 from ntm_core.pipeline import LIKELIHOOD_REFERENCE
 
-from analysis.figures import distribution_figure, nll_parts_figure, nll_parts_table, ranking_figure
-
+from .figures import distribution_figure, nll_parts_figure, ranking_figure
 from .registry import ASSETS
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem,
                       number_problem, prompt_problem, raise_problems, seed_problem, show, user_errors, validator)
@@ -142,16 +142,15 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
     if progress is not None:
         progress(0.1, desc="generating images")
     out = pipe(prompt, num_images_per_prompt=int(count), num_inference_steps=4, guidance_scale=3.0,
-               generator=torch.Generator().manual_seed(int(seed)), output_type="pt")
-    images = out.images * 2 - 1
+               generator=torch.Generator().manual_seed(int(seed)), output_type="model")
+    images = out.images
     if progress is not None:
         progress(0.5, desc="exact likelihoods of forward trajectories")
     results = pipe.log_likelihood(images, prompt, int(steps), int(trajectories),
                                   torch.Generator().manual_seed(int(seed) + 1))
     labels = [f"image {i + 1}" for i in range(images.shape[0])]
     df = _rows(results, labels)
-    gallery = [(show(((im + 1) * 127.5).round().byte().permute(1, 2, 0).numpy(), 128), lb)
-               for im, lb in zip(images, labels)]
+    gallery = [(show(to_uint8(im), 128), lb) for im, lb in zip(images, labels)]
     fig_parts = nll_parts_figure(results[0], 0, f"Per-step parts, image 1, trajectory 1 (K = {int(steps)})")
     fig_dist = distribution_figure(df, "item", "bits/dim (trajectory)",
                                    f"Over {int(trajectories)} forward trajectories per image")
@@ -167,7 +166,7 @@ def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, 
     candidates = list(dict.fromkeys(p.strip() for p in prompts.splitlines() if p.strip()))
     path = upload if isinstance(upload, str) else getattr(upload, "name", upload)
     x = pipe.preprocess([path])  # raises a clear ValueError for anything that is not a readable image
-    seen = show(((x[0] + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy(), 192)
+    seen = show(to_uint8(x[0]), 192)
     steps, trajectories = int(steps), int(trajectories)
     if progress is not None:
         progress(0.1, desc=f"scoring {len(candidates)} prompts × {trajectories} trajectories")
@@ -182,7 +181,7 @@ def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, 
         progress(0.7, desc="per-step parts and the in-distribution check")
     (best_nll,) = pipe.log_likelihood(x, best, steps, 1, torch.Generator().manual_seed(int(seed)))
     fig_parts = nll_parts_figure(best_nll, 0, "Per-step parts, most likely prompt (trajectory 1)")
-    parts = nll_parts_table(best_nll).round(4)
+    parts = best_nll.parts_bits_per_dim().round(4)
     note = _ranking_note(rank)
     ref = load_reference(registry.folder(model))
     if ref is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ntm_core.data import caption_vocabulary, example_prompts
-from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
+from ntm_core.pipeline import MODEL_INDEX, FlowMatchingPipeline, NTMPipeline, load_pipeline, model_index
 from ntm_core.runs import RunFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,10 +31,10 @@ def discover() -> dict[str, str]:
     found: dict[str, str] = {}
     if os.path.isdir(ASSETS):
         for name in sorted(os.listdir(ASSETS)):
-            if os.path.exists(os.path.join(ASSETS, name, "model_index.json")):
+            if os.path.exists(os.path.join(ASSETS, name, MODEL_INDEX)):
                 found[name] = os.path.join(ASSETS, name)
     for path in filter(None, os.environ.get("NTM_STUDIO_MODELS", "").split(os.pathsep)):
-        if os.path.exists(os.path.join(path, "model_index.json")):
+        if os.path.exists(os.path.join(path, MODEL_INDEX)):
             parts = os.path.normpath(path).split(os.sep)
             found[parts[-2] if parts[-1] == "pipeline" and len(parts) > 1 else parts[-1]] = path
     runs = runs_dir()
@@ -93,7 +93,7 @@ class ModelInfo:
 
 
 def model_info(label: str, folder: str) -> ModelInfo:
-    index = _read_json(os.path.join(folder, "model_index.json"))
+    index = model_index(folder) or {}
     is_ntm = index.get("_class_name") == NTMPipeline.__name__
     transporter = _read_json(os.path.join(folder, "transporter", "config.json"))
     # the training config: bundled next to the weights (training/), or the run folder the pipeline sits in
@@ -139,7 +139,7 @@ class Registry:
         if folder is None:
             raise ValueError(f"no model named {label!r}; pick one from the list")
         with self._lock:
-            key = os.path.realpath(folder) + f"@{os.path.getmtime(os.path.join(folder, 'model_index.json'))}"
+            key = os.path.realpath(folder) + f"@{os.path.getmtime(os.path.join(folder, MODEL_INDEX))}"
             if key not in self._loaded:
                 self._loaded[key] = load_pipeline(folder).to(self.device)
             return self._loaded[key]

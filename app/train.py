@@ -7,8 +7,8 @@ import os
 import gradio as gr
 import pandas as pd
 
-from analysis.figures import loss_curve_figure
 
+from .figures import loss_curve_figure
 from .jobs import SIZES, JobManager, data_folders, hardware
 from .widgets import user_errors
 

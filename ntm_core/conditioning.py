@@ -1,4 +1,5 @@
-"""What the networks receive from a text encoder, and the null prompt used for classifier-free guidance.
+"""What the networks receive from a text encoder, the null prompt, and classifier-free guidance (shared by the
+NTM sampler, which guides each step's (μ, log σ), and the flow-matching sampler, which guides its velocity).
 
 The null prompt is "no text": zero pooled vector and an all-masked token sequence. The networks always add a
 learned register token to the cross-attention context, so an empty prompt never yields an all-masked softmax.
@@ -44,3 +45,19 @@ class TextEmbedding:
     def cat(items: list["TextEmbedding"]) -> "TextEmbedding":
         return TextEmbedding(torch.cat([t.tokens for t in items]), torch.cat([t.mask for t in items]),
                              torch.cat([t.pooled for t in items]))
+
+
+def is_guided(text: TextEmbedding | None, guidance_scale: float) -> bool:
+    return text is not None and guidance_scale != 1.0
+
+
+def with_null(text: TextEmbedding) -> TextEmbedding:
+    """[prompts; null prompts]: one network pass evaluates both halves of a guided batch."""
+    return TextEmbedding.cat([text, text.null()])
+
+
+def guide(output: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance of a network output over a [prompts; null prompts] batch:
+    out_null + w · (out_prompt − out_null)."""
+    cond, uncond = output.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)

@@ -14,8 +14,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from .conditioning import TextEmbedding
-from .layers import FinalLayer, TransformerLayer
-from .transporter import as_hw, patchify, unpatchify
+from .layers import FinalLayer, Patches, TransformerLayer
 
 
 class Denoiser(ModelMixin, ConfigMixin):
@@ -23,24 +22,20 @@ class Denoiser(ModelMixin, ConfigMixin):
     def __init__(self, sample_size=32, in_channels: int = 3, patch_size: int = 4, width: int = 128, depth: int = 3,
                  heads: int = 4, text_dim: int = 0, skip_scale: float = 1.0):
         super().__init__()
-        h, w = as_hw(sample_size)
-        if h % patch_size or w % patch_size:
-            raise ValueError(f"sample_size {h}x{w} is not divisible by patch_size {patch_size}")
-        token_dim = in_channels * patch_size**2
-        self.proj_in = nn.Linear(token_dim, width)
-        self.pos = nn.Parameter(0.02 * torch.randn(1, (h // patch_size) * (w // patch_size), width))
+        self.patches = Patches(sample_size, in_channels, patch_size)
+        self.proj_in = nn.Linear(self.patches.token_dim, width)
+        self.pos = nn.Parameter(0.02 * torch.randn(1, self.patches.num_tokens, width))
         self.cond = nn.Parameter(torch.zeros(1, width))  # learned conditioning when there is no text
         self.text = nn.Linear(text_dim, width, bias=False) if text_dim else None
         self.layers = nn.ModuleList(TransformerLayer(width, heads, width) for _ in range(depth))
-        self.final = FinalLayer(width, width, token_dim)
+        self.final = FinalLayer(width, width, self.patches.token_dim)
 
     def forward(self, u: torch.Tensor, text: TextEmbedding | None = None) -> torch.Tensor:
         """u [B, C, H, W] (the final u-space state at t_min) → denoised image [B, C, H, W]."""
-        p = self.config.patch_size
-        h = self.proj_in(patchify(u, p)) + self.pos
+        h = self.proj_in(self.patches.tokens(u)) + self.pos
         cond = self.cond.to(u.dtype).expand(u.shape[0], -1)
         if self.text is not None and text is not None:
             cond = cond + self.text(text.pooled.to(u.dtype))
         for layer in self.layers:
             h = layer(h, cond)
-        return self.config.skip_scale * u + unpatchify(self.final(h, cond), p, *u.shape[1:])
+        return self.config.skip_scale * u + self.patches.image(self.final(h, cond))

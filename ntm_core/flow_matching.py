@@ -14,7 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from flow_matching.solver import ODESolver
 from flow_matching.utils import ModelWrapper
 
-from .conditioning import TextEmbedding
+from .conditioning import TextEmbedding, guide, is_guided, with_null
 from .predictor import Predictor
 from .trajectory import LOG_2PI, posterior_coefficients, rand_tensor
 
@@ -25,10 +25,9 @@ def velocity(predictor: Predictor, x: torch.Tensor, t, text: TextEmbedding | Non
 
 
 def guided_velocity(predictor, x, t, text, guidance_scale: float) -> torch.Tensor:
-    if text is None or guidance_scale == 1.0:
+    if not is_guided(text, guidance_scale):
         return velocity(predictor, x, t, text)
-    v_c, v_u = velocity(predictor, torch.cat([x, x]), t, TextEmbedding.cat([text, text.null()])).chunk(2)
-    return v_u + guidance_scale * (v_c - v_u)
+    return guide(velocity(predictor, torch.cat([x, x]), t, with_null(text)), guidance_scale)
 
 
 def fm_loss(predictor: Predictor, x0: torch.Tensor, text: TextEmbedding | None, generator=None) -> torch.Tensor:
@@ -72,18 +71,6 @@ def gaussian_sample(predictor: Predictor, shape, grid: torch.Tensor, text=None, 
         x0_hat = x - t * velocity(predictor, x, t, text)
         x = c_t * x + c_0 * x0_hat + var.sqrt() * randn()
     return x
-
-
-def gaussian_trajectory_nll(predictor: Predictor, states: torch.Tensor, grid: torch.Tensor, text=None) -> torch.Tensor:
-    """−log p(τ) of x-space trajectories [B, K+1, ...] under the FM model as a Gaussian sampler: [B]."""
-    grid = grid.to(states)
-    nll = 0.5 * states[:, -1].flatten(1).pow(2).sum(1) + 0.5 * states[0, 0].numel() * LOG_2PI
-    for k in range(grid.numel() - 1, 0, -1):
-        c_t, c_0, var = posterior_coefficients(grid[k], grid[k - 1])
-        x_t = states[:, k]
-        mean = c_t * x_t + c_0 * (x_t - grid[k] * velocity(predictor, x_t, grid[k], text))
-        nll = nll - torch.distributions.Normal(mean, var.sqrt()).log_prob(states[:, k - 1]).flatten(1).sum(1)
-    return nll
 
 
 def ntm_from_flow_matching(fm: Predictor, transporter, schedule, markov: bool = True):

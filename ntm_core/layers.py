@@ -1,4 +1,5 @@
-"""Transformer parts shared by the transporter and the predictor (DiT-style adaLN-Zero layers).
+"""Transformer parts shared by the transporter, the predictor and the denoiser (DiT-style adaLN-Zero layers), and
+the patch bookkeeping that turns images into their token sequences and back.
 
 A layer takes a conditioning vector per sample [B, C] or per token [B, T, C] (the predictor conditions each
 trajectory step on its own (t, s)). Self-attention takes a boolean mask, a causal flag, or a KV cache for
@@ -11,6 +12,48 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def as_hw(sample_size) -> tuple[int, int]:
+    """A config's sample_size (an int for square images, or (height, width)) as (height, width)."""
+    return (int(sample_size), int(sample_size)) if isinstance(sample_size, (int, float)) else tuple(sample_size)
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """[B, C, H, W] → [B, (H/p)(W/p), C·p·p], tokens in raster order."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def unpatchify(tokens: torch.Tensor, p: int, channels: int, height: int, width: int) -> torch.Tensor:
+    """The inverse of patchify: [B, N, C·p·p] → [B, C, H, W]."""
+    b = tokens.shape[0]
+    x = tokens.reshape(b, height // p, width // p, channels, p, p).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, channels, height, width)
+
+
+class Patches:
+    """An image shape cut into p×p patch tokens: checks the config once, and converts images ↔ tokens."""
+
+    def __init__(self, sample_size, channels: int, patch_size: int):
+        self.height, self.width = as_hw(sample_size)
+        if self.height % patch_size or self.width % patch_size:
+            raise ValueError(f"sample_size {self.height}x{self.width} is not divisible by patch_size {patch_size}")
+        self.channels, self.size = channels, patch_size
+        self.num_tokens = (self.height // patch_size) * (self.width // patch_size)
+        self.token_dim = channels * patch_size**2
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return self.channels, self.height, self.width
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return patchify(x, self.size)
+
+    def image(self, tokens: torch.Tensor) -> torch.Tensor:
+        return unpatchify(tokens, self.size, self.channels, self.height, self.width)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

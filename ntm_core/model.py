@@ -16,13 +16,12 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from .conditioning import TextEmbedding
-from .denoise import score_denoise
+from .conditioning import TextEmbedding, guide, is_guided, with_null
+from .score_denoising import score_denoise
 from .predictor import Predictor
-from .trajectory import LOG_2PI, TrajectorySchedule, dequantize, forward_log_prob, sample_trajectory
-from .transporter import Transporter, as_hw
+from .trajectory import LN2, LOG_2PI, TrajectorySchedule, dequantize, forward_log_prob, sample_trajectory
+from .transporter import Transporter
 
-LN2 = math.log(2.0)
 
 
 @dataclass
@@ -89,15 +88,55 @@ class TrajectoryNLL:
         """log p(τ) in nats: [B]."""
         return -self.total
 
+    def parts_bits_per_dim(self, index: int | None = 0):
+        """A pandas table of −log p(x_s | history) per reverse step of trajectory `index` (None: the batch mean), in
+        bits per image dimension, split into its parts (base ½‖z‖², Σ log σ, −log|det J_T|, the Gaussian constant),
+        and a last row for the prior. The rows sum to −log₂ p(τ) / D."""
+        import pandas as pd
+
+        K = self.step.shape[1]
+        grid = self.grid.tolist()
+        to_bits = 1.0 / (self.dim * LN2)
+        pick = (lambda v: v.mean(0)) if index is None else (lambda v: v[index])  # noqa: E731
+        base, log_sigma, logdet, step, prior = (pick(v) for v in (self.base, self.log_sigma, self.logdet, self.step,
+                                                                   self.prior))
+        rows = [{"step": i + 1, "t": round(grid[K - i], 4), "s": round(grid[K - i - 1], 4),
+                 "base ½‖z‖²": base[i].item() * to_bits, "Σ log σ": log_sigma[i].item() * to_bits,
+                 "−log|det J_T|": -logdet[i].item() * to_bits, "const": self.const * to_bits,
+                 "step total": step[i].item() * to_bits} for i in range(K)]
+        rows.append({"step": "prior", "t": 1.0, "s": None, "step total": prior.item() * to_bits})
+        return pd.DataFrame(rows)
+
+
+@dataclass
+class LatentTrajectory:
+    """The sampler's reverse steps in u-space (NTM.sample_latents), nothing inverted yet.
+
+    x1: the prior draw (the state at t = 1); u: [B, K+1, C, H, W] in grid order (u[:, 0] at t_0, u[:, K] = f_T(x1));
+    mu, log_sigma, z: [B, K, ...] in sampling order (the Gaussian each step drew from, and its standard-normal
+    draw)."""
+
+    grid: torch.Tensor
+    x1: torch.Tensor
+    u: torch.Tensor
+    mu: torch.Tensor
+    log_sigma: torch.Tensor
+    z: torch.Tensor
+
+    @property
+    def u_final(self) -> torch.Tensor:
+        """The u-space state at t_0: what the transporter's inverse, or the learned denoiser, turns into an image."""
+        return self.u[:, 0]
+
 
 @dataclass
 class NTMSample:
-    """A sampler's output. `images` is x_{t_0}; the rest is filled with return_trajectory=True.
+    """A decoded sample (NTM.decode). `images` is x_{t_0}; the rest is filled when the whole trajectory is decoded.
 
     u, x: [B, K+1, C, H, W] in grid order (index K = the start, t = 1); mu, sigma, z: [B, K, ...] in sampling
     order (the Gaussian each step drew from, and its standard-normal draw)."""
 
-    images: torch.Tensor | None  # None when the sampler was asked not to invert (a learned denoiser takes u_final)
+    images: torch.Tensor
     grid: torch.Tensor
     u_final: torch.Tensor | None = None  # the u-space state at t_0
     u: torch.Tensor | None = None
@@ -105,7 +144,7 @@ class NTMSample:
     mu: torch.Tensor | None = None
     sigma: torch.Tensor | None = None
     z: torch.Tensor | None = None
-    nll: TrajectoryNLL | None = None  # with return_log_prob: −log p(τ) of each sampled trajectory, from the sampler
+    nll: TrajectoryNLL | None = None  # −log p(τ) of each sampled trajectory, from the sampler's own draws
 
     @property
     def log_prob(self) -> torch.Tensor | None:
@@ -116,24 +155,13 @@ def _repeat(text: TextEmbedding | None, n: int) -> TextEmbedding | None:
     return None if text is None else text.repeat_interleave(n)
 
 
-def _guided(text: TextEmbedding | None, guidance_scale: float) -> bool:
-    return text is not None and guidance_scale != 1.0
-
-
-def _guide(mu: torch.Tensor, log_sigma: torch.Tensor, guidance_scale: float):
-    """Classifier-free guidance on (μ, log σ) of a batch stacked as [prompt; null prompt]."""
-    (mu_c, mu_u), (ls_c, ls_u) = mu.chunk(2), log_sigma.chunk(2)
-    return mu_u + guidance_scale * (mu_c - mu_u), ls_u + guidance_scale * (ls_c - ls_u)
-
-
 class NTM(nn.Module):
     def __init__(self, transporter: Transporter, predictor: Predictor, schedule: TrajectorySchedule):
         super().__init__()
-        tc, pc = transporter.config, predictor.config
-        if as_hw(tc.sample_size) != as_hw(pc.sample_size) or tc.in_channels != pc.in_channels:
-            raise ValueError(f"transporter and predictor disagree on the state shape: "
-                             f"{tc.in_channels}x{as_hw(tc.sample_size)} vs {pc.in_channels}x{as_hw(pc.sample_size)}")
-        if schedule.config.t_min == 0.0 and not pc.min_sigma:
+        if transporter.patches.shape != predictor.patches.shape:
+            raise ValueError(f"transporter and predictor disagree on the state shape (C, H, W): "
+                             f"{transporter.patches.shape} vs {predictor.patches.shape}")
+        if schedule.config.t_min == 0.0 and not predictor.config.min_sigma:
             raise ValueError("a trajectory that ends at the data (t_min = 0) needs a predictor with min_sigma > 0: "
                              "the Gaussian posterior of its last step has σ = 0")
         self.transporter = transporter
@@ -156,7 +184,7 @@ class NTM(nn.Module):
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
-        return (self.predictor.config.in_channels, *as_hw(self.predictor.config.sample_size))
+        return self.predictor.patches.shape
 
     def _param(self) -> torch.Tensor:
         return next(self.predictor.parameters())
@@ -174,11 +202,11 @@ class NTM(nn.Module):
         u, logdet = self.transporter(states.flatten(0, 1), grid.repeat(b), _repeat(text, n))
         u, logdet = u.unflatten(0, (b, n)), logdet.unflatten(0, (b, n))
         src, tgt = u[:, 1:].flip(1), u[:, :-1].flip(1)  # sources t_K..t_1, targets t_{K−1}..t_0
-        guided = _guided(text, guidance_scale)
+        guided = is_guided(text, guidance_scale)
         mu, log_sigma, _ = self.predictor(torch.cat([src, src]) if guided else src, grid[1:].flip(0),
-                                          grid[:-1].flip(0), TextEmbedding.cat([text, text.null()]) if guided else text)
+                                          grid[:-1].flip(0), with_null(text) if guided else text)
         if guided:
-            mu, log_sigma = _guide(mu, log_sigma, guidance_scale)
+            mu, log_sigma = guide(mu, guidance_scale), guide(log_sigma, guidance_scale)
         mu, log_sigma = mu.to(tgt.dtype), log_sigma.to(tgt.dtype)  # the density in full precision under autocast
         z = (tgt - mu) * torch.exp(-log_sigma)
         return self._assemble(z, log_sigma, logdet[:, :-1].flip(1), states[:, -1], states, grid,
@@ -220,18 +248,16 @@ class NTM(nn.Module):
         states, grid = self.forward_trajectory(x0, num_steps, generator)
         return self.trajectory_nll(states, grid, text, dequantization_width=self.schedule.dequantization_width)
 
-    # ---- sampling ----
+    # ---- sampling: the reverse steps in u-space, then one inverse ----
     @torch.no_grad()
-    def sample(self, batch_size: int | None = None, text: TextEmbedding | None = None, num_steps: int = 4,
-               guidance_scale: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
-               return_trajectory: bool = False, invert: bool = True, return_log_prob: bool = False) -> NTMSample:
-        """K reverse steps in u-space, then one transporter inverse (NTM_METHOD §4).
+    def sample_latents(self, batch_size: int | None = None, text: TextEmbedding | None = None, num_steps: int = 4,
+                       guidance_scale: float = 1.0, temperature: float = 1.0,
+                       generator: torch.Generator | list[torch.Generator] | None = None) -> LatentTrajectory:
+        """K reverse steps in u-space (NTM_METHOD §4): x_1 ~ N(0, I), u = f_T(x_1), then u_s = μ + σ·z per step.
 
-        Classifier-free guidance mixes (μ, log σ) of the prompt and of the null prompt; temperature scales
-        each step's noise z (not the prior). return_log_prob: `nll` holds −log p(τ) of each sampled trajectory,
-        assembled from the sampler's own prior draw, z and log σ and the log-dets that the (batched, all-steps)
-        inverse returns — no extra network pass. It is the density of the model that drew the sample (the
-        guided one when guidance_scale ≠ 1) evaluated at τ; temperature changes τ, not the density."""
+        Classifier-free guidance mixes (μ, log σ) of the prompt and of the null prompt; temperature scales each
+        step's noise z (not the prior). `generator` may be a list, one per image (diffusers' randn_tensor rule), so
+        image i of a batch is the image a batch of one draws with generator i."""
         if text is not None:
             batch_size = text.batch_size if batch_size is None else batch_size
             if batch_size != text.batch_size:
@@ -245,38 +271,53 @@ class NTM(nn.Module):
         shape = (batch_size,) + self.sample_shape
         randn = lambda: randn_tensor(shape, generator=generator, device=p.device, dtype=p.dtype)  # noqa: E731
 
-        eps = randn()
-        u, _ = self.transporter(eps, grid[-1], text)
-        guided = _guided(text, guidance_scale)
-        ptext = TextEmbedding.cat([text, text.null()]) if guided else text
+        x1 = randn()
+        u, _ = self.transporter(x1, grid[-1], text)
+        guided = is_guided(text, guidance_scale)
+        ptext = with_null(text) if guided else text
         cache = self.predictor.new_cache()
-        keep = return_trajectory or return_log_prob
         us, mus, log_sigmas, zs = [u], [], [], []
         for k in range(num_steps, 0, -1):
             src = torch.cat([u, u]) if guided else u
             mu, log_sigma, _ = self.predictor(src[:, None], grid[k], grid[k - 1], ptext, cache=cache)
             mu, log_sigma = mu[:, 0].to(u.dtype), log_sigma[:, 0].to(u.dtype)
             if guided:
-                mu, log_sigma = _guide(mu, log_sigma, guidance_scale)
+                mu, log_sigma = guide(mu, guidance_scale), guide(log_sigma, guidance_scale)
             z = randn() * temperature
             u = mu + torch.exp(log_sigma) * z
-            if keep:
-                us.append(u), mus.append(mu), log_sigmas.append(log_sigma), zs.append(z)
+            us.append(u), mus.append(mu), log_sigmas.append(log_sigma), zs.append(z)
+        return LatentTrajectory(grid=grid, x1=x1, u=torch.stack(us[::-1], dim=1), mu=torch.stack(mus, 1),
+                                log_sigma=torch.stack(log_sigmas, 1), z=torch.stack(zs, 1))
 
-        if not keep:
-            images = self.transporter.inverse(u, grid[0], text) if invert else None
-            return NTMSample(images=images, grid=grid, u_final=u)
-        u_all = torch.stack(us[::-1], dim=1)  # grid order
-        x_all, logdet = self.transporter.inverse(u_all.flatten(0, 1), grid.repeat(batch_size),
-                                                 _repeat(text, num_steps + 1), return_logdet=True)
-        x_all, logdet = (v.unflatten(0, (batch_size, num_steps + 1)) for v in (x_all, logdet))
-        mu, log_sigma, z = torch.stack(mus, 1), torch.stack(log_sigmas, 1), torch.stack(zs, 1)
-        nll = None
-        if return_log_prob:  # the prior at the sampler's own draw eps; log-dets at the targets t_{K−1}..t_0
-            nll = self._assemble(z, log_sigma, logdet[:, :-1].flip(1), eps, x_all, grid,
-                                 self.schedule.dequantization_width)
-        return NTMSample(images=x_all[:, 0], grid=grid, u_final=u, u=u_all, x=x_all, mu=mu,
-                         sigma=torch.exp(log_sigma), z=z, nll=nll)
+    @torch.no_grad()
+    def decode(self, latents: LatentTrajectory, text: TextEmbedding | None = None,
+               trajectory: bool = False) -> NTMSample:
+        """The transporter's inverse. trajectory=False: the image x_{t_0} = f_T⁻¹(u_{t_0}) alone. trajectory=True:
+        every state in one batched inverse, and `nll`, the exact −log p(τ) of the sampled trajectory assembled from
+        the sampler's own prior draw, z and log σ and the log-dets the inverse returns (no extra network pass): the
+        density of the model that drew it (the guided one when guidance_scale ≠ 1); temperature changes τ, not the
+        density."""
+        grid, u = latents.grid, latents.u
+        if not trajectory:
+            return NTMSample(images=self.transporter.inverse(latents.u_final, grid[0], text), grid=grid,
+                             u_final=latents.u_final)
+        b, n = u.shape[:2]
+        x_all, logdet = self.transporter.inverse(u.flatten(0, 1), grid.repeat(b), _repeat(text, n),
+                                                 return_logdet=True)
+        x_all, logdet = x_all.unflatten(0, (b, n)), logdet.unflatten(0, (b, n))
+        # the prior at the sampler's own draw x_1; log-dets at the targets t_{K−1}..t_0
+        nll = self._assemble(latents.z, latents.log_sigma, logdet[:, :-1].flip(1), latents.x1, x_all, grid,
+                             self.schedule.dequantization_width)
+        return NTMSample(images=x_all[:, 0], grid=grid, u_final=latents.u_final, u=u, x=x_all, mu=latents.mu,
+                         sigma=torch.exp(latents.log_sigma), z=latents.z, nll=nll)
+
+    def sample(self, batch_size: int | None = None, text: TextEmbedding | None = None, num_steps: int = 4,
+               guidance_scale: float = 1.0, temperature: float = 1.0,
+               generator: torch.Generator | list[torch.Generator] | None = None,
+               return_trajectory: bool = False) -> NTMSample:
+        """sample_latents, then decode: images x_{t_0}, or with return_trajectory every state and log p(τ)."""
+        latents = self.sample_latents(batch_size, text, num_steps, guidance_scale, temperature, generator)
+        return self.decode(latents, text, trajectory=return_trajectory)
 
     # ---- §6 ----
     def denoise_with_score(self, states: torch.Tensor, grid: torch.Tensor, text: TextEmbedding | None = None) -> torch.Tensor:

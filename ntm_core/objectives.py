@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 
 import torch
@@ -28,8 +27,6 @@ from .pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
 from .predictor import Predictor
 from .trajectory import TrajectorySchedule, sample_trajectory
 from .transporter import Transporter
-
-LN2 = math.log(2.0)
 
 
 class _Objective(nn.Module):

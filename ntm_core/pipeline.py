@@ -5,11 +5,17 @@
                   generator=torch.Generator().manual_seed(0)).images
     nll = pipe.log_likelihood(images, "a red circle to the left of a blue square")
 
+Outputs: output_type 'pil', 'np' or 'pt' (diffusers' conventions, [0, 1]) or 'model' (tensors in the models' own
+[−1, 1] scaling, what the likelihood and the evaluator take back). `generator` may be a list with one generator per
+image: image i is then the image a single call with generator i draws (each seed reproducible on its own).
+
 The text encoder is not stored in the folder: its config names it (MiniLM from its package by default) and it is
 loaded once per process.
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -20,17 +26,35 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 
 from .conditioning import TextEmbedding
-from .data.imagefolder import load_image
 from .denoiser import Denoiser
+from .images import load as load_image
 from .flow_matching import euler_sample, gaussian_sample
 from .model import NTM, NTMSample, TrajectoryNLL
 from .predictor import Predictor
 from .text import get_text_encoder
 from .trajectory import TrajectorySchedule, time_grid
-from .transporter import Transporter, as_hw
+from .transporter import Transporter
 
 DENOISE_MODES = ("learned", "score", "none")
+OUTPUT_TYPES = ("pil", "np", "pt", "model")
+MODEL_INDEX = DiffusionPipeline.config_name  # model_index.json: a pipeline folder's class and components
 LIKELIHOOD_REFERENCE = "likelihood_reference.json"  # optional: a model's in-distribution bits/dim, for the app
+
+
+def default_final_step(has_denoiser: bool) -> str:
+    """The final step a call runs when it names none: the learned denoiser where the model has one, else the score."""
+    return "learned" if has_denoiser else "score"
+
+
+def model_index(path: str) -> dict | None:
+    """What a pipeline folder's model_index.json says (pipeline class, components); None when it has none or it
+    cannot be read."""
+    try:
+        with open(os.path.join(path, MODEL_INDEX)) as f:
+            index = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return index if isinstance(index, dict) else None
 
 
 @dataclass
@@ -57,7 +81,7 @@ class _TextToImagePipeline(DiffusionPipeline):
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
-        return (self.predictor.config.in_channels, *as_hw(self.predictor.config.sample_size))
+        return self.predictor.patches.shape
 
     @property
     def text_encoder(self):
@@ -91,10 +115,24 @@ class _TextToImagePipeline(DiffusionPipeline):
         dtype = next(self.predictor.parameters()).dtype
         return self.text_encoder.encode([""] * batch_size).to(device=self.device, dtype=dtype)  # "" = no text
 
+    @staticmethod
+    def check_generators(generator, batch_size: int):
+        """One generator, or a list of one per image (diffusers' randn_tensor rule)."""
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != batch_size:
+                raise ValueError(f"got {len(generator)} generators for {batch_size} images: give one per image")
+            return list(generator)
+        return generator
+
+    def check_output_type(self, output_type: str) -> None:
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
     def postprocess(self, images: torch.Tensor, output_type: str):
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        return self.image_processor.postprocess(images.float().clamp(-1, 1), output_type=output_type)
+        images = images.float().clamp(-1, 1)
+        if output_type == "model":
+            return images
+        return self.image_processor.postprocess(images, output_type=output_type)
 
 
 class NTMPipeline(_TextToImagePipeline):
@@ -113,37 +151,47 @@ class NTMPipeline(_TextToImagePipeline):
 
     @torch.no_grad()
     def __call__(self, prompt=None, num_inference_steps: int = 4, guidance_scale: float = 1.0,
-                 temperature: float = 1.0, generator: torch.Generator | None = None, denoise: str | None = None,
-                 output_type: str = "pil", return_trajectory: bool = False, num_images_per_prompt: int = 1,
-                 batch_size: int | None = None, return_log_prob: bool = False) -> GenerationOutput:
-        """denoise: 'learned' (the self-distilled denoiser on u at t_min: no inverse, no gradient), 'score'
-        (Tweedie with the exact trajectory score), 'none' (x at t_min as sampled). Default: learned if the
+                 temperature: float = 1.0, generator: torch.Generator | list[torch.Generator] | None = None,
+                 denoise: str | None = None, output_type: str = "pil", return_trajectory: bool = False,
+                 num_images_per_prompt: int = 1, batch_size: int | None = None,
+                 return_log_prob: bool = False) -> GenerationOutput:
+        """denoise, the final step: 'learned' (the self-distilled denoiser on u at t_min: no inverse, no gradient),
+        'score' (Tweedie with the exact trajectory score), 'none' (x at t_min as sampled). Default: learned if the
         folder has a denoiser, else score.
 
         return_log_prob: the exact log p(τ) of each sampled trajectory (of the guided model when
         guidance_scale ≠ 1), from the sampler's own z, log σ and the inverse's log-dets: no extra network pass,
         but every step's state is inverted (the learned denoiser alone would invert none)."""
-        denoise = denoise or ("learned" if self.denoiser is not None else "score")
+        denoise = self.final_step(denoise)
+        self.check_output_type(output_type)
+        text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size)
+        generator = self.check_generators(generator, n)
+        start = time.perf_counter()
+        model = self.ntm
+        latents = model.sample_latents(n, text, num_inference_steps, guidance_scale, temperature, generator)
+        # the one place the final step is decided: what to invert, then what turns the sample into an image
+        whole = return_trajectory or return_log_prob or denoise == "score"
+        decoded = model.decode(latents, text, trajectory=whole) if whole or denoise == "none" else None
+        if denoise == "learned":
+            images = self.denoiser(latents.u_final, text)
+        elif denoise == "score":
+            images = model.denoise_with_score(decoded.x, decoded.grid, text)
+        else:
+            images = decoded.images
+        seconds = time.perf_counter() - start
+        nll = decoded.nll if return_log_prob else None
+        return GenerationOutput(images=self.postprocess(images, output_type), seconds=seconds,
+                                trajectory=decoded if return_trajectory else None,
+                                log_prob=None if nll is None else nll.log_prob, nll=nll)
+
+    def final_step(self, denoise: str | None) -> str:
+        """The final step a call runs: the one asked for, or the folder's default (learned if it has a denoiser)."""
+        denoise = denoise or default_final_step(self.denoiser is not None)
         if denoise not in DENOISE_MODES:
             raise ValueError(f"denoise must be one of {DENOISE_MODES}, got {denoise!r}")
         if denoise == "learned" and self.denoiser is None:
             raise ValueError("this model has no learned denoiser: use denoise='score' or 'none'")
-        text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size)
-        start = time.perf_counter()
-        model = self.ntm
-        traj = return_trajectory or denoise == "score"
-        out = model.sample(n, text, num_inference_steps, guidance_scale, temperature, generator,
-                           return_trajectory=traj, invert=denoise != "learned" or traj,
-                           return_log_prob=return_log_prob)
-        if denoise == "learned":
-            images = self.denoiser(out.u_final, text)
-        elif denoise == "score":
-            images = model.denoise_with_score(out.x, out.grid, text)
-        else:
-            images = out.images
-        seconds = time.perf_counter() - start
-        return GenerationOutput(images=self.postprocess(images, output_type), seconds=seconds,
-                                trajectory=out if return_trajectory else None, log_prob=out.log_prob, nll=out.nll)
+        return denoise
 
     def preprocess(self, images) -> torch.Tensor:
         """Tensors in [−1, 1] pass through; PIL images, arrays or paths are converted, resized, centre-cropped."""
@@ -156,7 +204,7 @@ class NTMPipeline(_TextToImagePipeline):
             items = images if isinstance(images, (list, tuple)) else [images]
             if h != w:
                 raise ValueError("non-square models take tensors")
-            x = torch.stack([load_image(im if not isinstance(im, np.ndarray) else _pil(im), h, c) for im in items])
+            x = torch.stack([load_image(im, h, c) for im in items])
         return x.to(device=self.device, dtype=next(self.predictor.parameters()).dtype)
 
     @torch.no_grad()
@@ -208,12 +256,6 @@ def _tile(text: TextEmbedding, times: int) -> TextEmbedding:
     return TextEmbedding.cat([text] * times)
 
 
-def _pil(arr: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(arr)
-
-
 class FlowMatchingPipeline(_TextToImagePipeline):
     """The flow-matching baseline: a velocity predictor and diffusers' FlowMatchEulerDiscreteScheduler."""
 
@@ -226,10 +268,13 @@ class FlowMatchingPipeline(_TextToImagePipeline):
 
     @torch.no_grad()
     def __call__(self, prompt=None, num_inference_steps: int = 50, guidance_scale: float = 1.0,
-                 generator: torch.Generator | None = None, output_type: str = "pil", num_images_per_prompt: int = 1,
-                 batch_size: int | None = None, sampler: str = "euler", t_min: float = 0.05) -> GenerationOutput:
+                 generator: torch.Generator | list[torch.Generator] | None = None, output_type: str = "pil",
+                 num_images_per_prompt: int = 1, batch_size: int | None = None, sampler: str = "euler",
+                 t_min: float = 0.05) -> GenerationOutput:
         """sampler: 'euler' (the ODE, diffusers' scheduler) or 'gaussian' (K posterior steps down to t_min)."""
+        self.check_output_type(output_type)
         text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size)
+        generator = self.check_generators(generator, n)
         start = time.perf_counter()
         shape = (n, *self.sample_shape)
         if sampler == "euler":
@@ -245,14 +290,10 @@ class FlowMatchingPipeline(_TextToImagePipeline):
 
 def load_pipeline(path: str, **kwargs):
     """Either pipeline, from the class named in the folder's model_index.json."""
-    import json
-    import os
-
-    index = os.path.join(path, "model_index.json")
-    if not os.path.exists(index):
-        raise FileNotFoundError(f"no model folder at {path} (model_index.json is missing)")
-    with open(index) as f:
-        name = json.load(f).get("_class_name")
+    index = model_index(path)
+    if index is None:
+        raise FileNotFoundError(f"no model folder at {path} ({MODEL_INDEX} is missing or unreadable)")
+    name = index.get("_class_name")
     classes = {"NTMPipeline": NTMPipeline, "FlowMatchingPipeline": FlowMatchingPipeline}
     if name not in classes:
         raise ValueError(f"{path}: unknown pipeline class {name!r}")
@@ -263,4 +304,4 @@ def load_pipeline(path: str, **kwargs):
         raise ValueError(f"cannot load the model in {path}: {e}") from e
 
 
-__all__ = ["NTMPipeline", "FlowMatchingPipeline", "GenerationOutput", "load_pipeline", "TextEmbedding"]
+__all__ = ["NTMPipeline", "FlowMatchingPipeline", "GenerationOutput", "load_pipeline", "model_index", "TextEmbedding"]

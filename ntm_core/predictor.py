@@ -20,9 +20,8 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from .conditioning import TextEmbedding
-from .layers import FinalLayer, KVCache, TextContext, TimeEmbedding, TransformerLayer
+from .layers import FinalLayer, KVCache, Patches, TextContext, TimeEmbedding, TransformerLayer
 from .trajectory import posterior_coefficients
-from .transporter import as_hw, patchify, unpatchify
 
 
 class Predictor(ModelMixin, ConfigMixin):
@@ -42,13 +41,9 @@ class Predictor(ModelMixin, ConfigMixin):
         min_sigma: float = 0.0,
     ):
         super().__init__()
-        h, w = as_hw(sample_size)
-        if h % patch_size or w % patch_size:
-            raise ValueError(f"sample_size {h}x{w} is not divisible by patch_size {patch_size}")
-        self.num_tokens = (h // patch_size) * (w // patch_size)
-        token_dim = in_channels * patch_size**2
-        self.proj_in = nn.Linear(token_dim, width)
-        self.pos = nn.Parameter(0.02 * torch.randn(1, self.num_tokens, width))
+        self.patches = Patches(sample_size, in_channels, patch_size)
+        self.proj_in = nn.Linear(self.patches.token_dim, width)
+        self.pos = nn.Parameter(0.02 * torch.randn(1, self.patches.num_tokens, width))
         self.t_embed = TimeEmbedding(width)
         # the target time s; zero-initialised output so a flow-matching model (s_conditioning=False, which only
         # knows t) loads into an NTM predictor with its function unchanged (NTM_METHOD §5)
@@ -60,7 +55,7 @@ class Predictor(ModelMixin, ConfigMixin):
         self.layers = nn.ModuleList(
             TransformerLayer(width, heads, width, context_dim=width if text_dim else None) for _ in range(depth)
         )
-        self.final = FinalLayer(width, width, 2 * token_dim)
+        self.final = FinalLayer(width, width, 2 * self.patches.token_dim)
 
     def new_cache(self) -> list[KVCache] | None:
         """A KV cache over steps for step-by-step sampling (None for the Markov predictor: nothing to cache)."""
@@ -72,10 +67,10 @@ class Predictor(ModelMixin, ConfigMixin):
 
         With `cache` (block-causal only), u holds new steps that follow the cached ones."""
         b, k = u.shape[:2]
-        n = self.num_tokens
+        n = self.patches.num_tokens
         t = torch.as_tensor(t, dtype=u.dtype, device=u.device).expand(b, k)
         s = torch.as_tensor(s, dtype=u.dtype, device=u.device).expand(b, k)
-        tokens = patchify(u.flatten(0, 1), self.config.patch_size)  # [B·K, N, d]
+        tokens = self.patches.tokens(u.flatten(0, 1))  # [B·K, N, d]
         h = self.proj_in(tokens) + self.pos
         cond = self.t_embed(t) if self.s_embed is None else self.t_embed(t) + self.s_embed(s)  # [B, K, W]
         ctx = ctx_mask = None
@@ -99,7 +94,7 @@ class Predictor(ModelMixin, ConfigMixin):
         for i, layer in enumerate(self.layers):
             h = layer(h, cond, mask=mask, cache=None if cache is None else cache[i], context=ctx, context_mask=ctx_mask)
         out = self.final(h, cond).reshape(b * k, n, -1)
-        v, delta = (unpatchify(o, self.config.patch_size, *u.shape[2:]).unflatten(0, (b, k)) for o in out.chunk(2, -1))
+        v, delta = (self.patches.image(o).unflatten(0, (b, k)) for o in out.chunk(2, -1))
 
         c_t, c_0, var = (c[..., None, None, None] for c in posterior_coefficients(t, s))
         x0_hat = u - t[..., None, None, None] * v

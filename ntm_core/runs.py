@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from .checkpoint import list_checkpoints
+from .pipeline import MODEL_INDEX
 
 
 def _write_json_atomic(path: str, obj) -> None:
@@ -69,7 +70,7 @@ class RunFolder:
 
     @property
     def has_pipeline(self) -> bool:
-        return os.path.exists(os.path.join(self.pipeline_path, "model_index.json"))
+        return os.path.exists(os.path.join(self.pipeline_path, MODEL_INDEX))
 
     # ---- writing (the trainer) ----
     def write_status(self, state: str, **fields) -> None:

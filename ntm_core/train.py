@@ -119,7 +119,7 @@ class Trainer:
         self.device_desc = (f"{self.world}× {torch.cuda.get_device_name(acc.device)}" if acc.device.type == "cuda"
                             else f"{self.world}× CPU process(es)") + f", mixed precision {mp}"
         ntm = getattr(self.module, "ntm", None)
-        self.step_choices = list(ntm.schedule.config.train_num_steps) if ntm is not None else [1]
+        self.schedule = ntm.schedule if ntm is not None else None  # the flow-matching objective has no K
 
     def status(self, state: str, **extra) -> None:
         if self.main:
@@ -159,7 +159,8 @@ class Trainer:
     def _train_step(self) -> dict[str, torch.Tensor]:
         """One optimizer step; its metrics stay on the device (reading them would wait for the GPU)."""
         t, acc = self.t, self.accelerator
-        k = self.step_choices[int(generator(self.seed, self.step, 7).initial_seed() % len(self.step_choices))]
+        key = generator(self.seed, self.step, 7).initial_seed()
+        k = self.schedule.train_num_steps_for(key) if self.schedule is not None else 1
         aux_weight = t["aux_lambda"] * 0.5 * (1 + math.cos(math.pi * self.step / t["steps"]))  # cosine → 0
         grad_norm = None
         for a in range(t["grad_accum"]):

@@ -17,6 +17,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 
 LOG_2PI = math.log(2 * math.pi)
+LN2 = math.log(2.0)  # nats → bits
 
 
 def rand_tensor(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
@@ -69,12 +70,6 @@ def posterior_coefficients(t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tens
     c_0 = alpha(s) * var_ts / var_t
     var = var_ts * sigma(s) ** 2 / var_t
     return c_t, c_0, var
-
-
-def _expand(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Broadcast a per-sample (or scalar) coefficient over the trailing dims of x."""
-    coef = coef.to(x)
-    return coef.reshape(coef.shape + (1,) * (x.dim() - coef.dim()))
 
 
 def sample_trajectory(x0: torch.Tensor, grid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -178,6 +173,8 @@ class TrajectorySchedule(SchedulerMixin, ConfigMixin):
     def grid(self, num_steps: int, dtype=torch.float32, device=None) -> torch.Tensor:
         return time_grid(num_steps, self.config.t_min, self.config.shift).to(dtype=dtype, device=device)
 
-    def sample_num_steps(self, generator: torch.Generator | None = None) -> int:
+    def train_num_steps_for(self, key: int) -> int:
+        """The step count K of one training step, picked from train_num_steps by an integer key (the trainer passes
+        its per-step seed, so every process picks the same K and a resumed run picks what the first one did)."""
         choices = list(self.config.train_num_steps)
-        return int(choices[torch.randint(len(choices), (1,), generator=generator).item()])
+        return int(choices[key % len(choices)])

@@ -15,24 +15,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from .conditioning import TextEmbedding
-from .layers import FinalLayer, KVCache, TextContext, TimeEmbedding, TransformerLayer
-
-
-def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """[B, C, H, W] → [B, (H/p)(W/p), C·p·p], tokens in raster order."""
-    b, c, h, w = x.shape
-    x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // p) * (w // p), c * p * p)
-
-
-def unpatchify(tokens: torch.Tensor, p: int, channels: int, height: int, width: int) -> torch.Tensor:
-    b = tokens.shape[0]
-    x = tokens.reshape(b, height // p, width // p, channels, p, p).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(b, channels, height, width)
-
-
-def as_hw(sample_size) -> tuple[int, int]:
-    return (int(sample_size), int(sample_size)) if isinstance(sample_size, (int, float)) else tuple(sample_size)
+from .layers import FinalLayer, KVCache, Patches, TextContext, TimeEmbedding, TransformerLayer
 
 
 class FlowBlock(nn.Module):
@@ -112,16 +95,12 @@ class Transporter(ModelMixin, ConfigMixin):
         max_log_scale: float = 4.0,
     ):
         super().__init__()
-        h, w = as_hw(sample_size)
-        if h % patch_size or w % patch_size:
-            raise ValueError(f"sample_size {h}x{w} is not divisible by patch_size {patch_size}")
-        self.num_tokens = (h // patch_size) * (w // patch_size)
-        token_dim = in_channels * patch_size**2
+        self.patches = Patches(sample_size, in_channels, patch_size)
         self.time_embed = TimeEmbedding(width)
         self.text = TextContext(text_dim, width, width) if text_dim else None
         context_dim = width if (text_dim and text_cross_attention) else None
         self.blocks = nn.ModuleList(
-            FlowBlock(self.num_tokens, token_dim, width, layers_per_block, heads, width, context_dim,
+            FlowBlock(self.patches.num_tokens, self.patches.token_dim, width, layers_per_block, heads, width, context_dim,
                       reverse=bool(b % 2), max_log_scale=max_log_scale)
             for b in range(num_blocks)
         )
@@ -140,12 +119,6 @@ class Transporter(ModelMixin, ConfigMixin):
             ctx = ctx_mask = None
         return cond + pooled, ctx, ctx_mask
 
-    def _tokens(self, x):
-        return patchify(x, self.config.patch_size)
-
-    def _image(self, tokens, like):
-        return unpatchify(tokens, self.config.patch_size, like.shape[1], like.shape[2], like.shape[3])
-
     def forward(self, x: torch.Tensor, tau, text: TextEmbedding | None = None):
         """x [B, C, H, W], tau scalar or [B] → (u [B, C, H, W], log|det ∂u/∂x| [B])."""
         if self.is_identity:
@@ -155,11 +128,11 @@ class Transporter(ModelMixin, ConfigMixin):
             x = x.to(self.dtype)
             logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
             cond, ctx, ctx_mask = self._condition(tau, text, x.shape[0], x.dtype, x.device)
-            h = self._tokens(x)
+            h = self.patches.tokens(x)
             for block in self.blocks:
                 h, ld = block(h, cond, ctx, ctx_mask)
                 logdet = logdet + ld
-            return self._image(h, x), logdet
+            return self.patches.image(h), logdet
 
     @torch.no_grad()
     def inverse(self, u: torch.Tensor, tau, text: TextEmbedding | None = None, use_cache: bool = True,
@@ -173,9 +146,9 @@ class Transporter(ModelMixin, ConfigMixin):
             u = u.to(self.dtype)
             logdet = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
             cond, ctx, ctx_mask = self._condition(tau, text, u.shape[0], u.dtype, u.device)
-            h = self._tokens(u)
+            h = self.patches.tokens(u)
             for block in reversed(self.blocks):
                 h, ld = block.inverse(h, cond, ctx, ctx_mask, use_cache=use_cache)
                 logdet = logdet + ld
-            x = self._image(h, u)
+            x = self.patches.image(h)
             return (x, logdet) if return_logdet else x

@@ -3,12 +3,25 @@ Gaussian sampler — the same samples for the same seed, and the same trajectory
 import pytest
 import torch
 
-from ntm_core.flow_matching import gaussian_sample, gaussian_trajectory_nll, ntm_from_flow_matching
+from ntm_core.flow_matching import gaussian_sample, ntm_from_flow_matching, velocity
 from ntm_core.predictor import Predictor
-from ntm_core.trajectory import TrajectorySchedule, sample_trajectory
+from ntm_core.trajectory import TrajectorySchedule, posterior_coefficients, sample_trajectory
 from ntm_core.transporter import Transporter
 
 from .conftest import TEXT_DIM, perturb_, random_text
+
+
+def gaussian_trajectory_nll(predictor, states, grid, text=None) -> torch.Tensor:
+    """Reference: −log p(τ) of x-space trajectories [B, K+1, ...] under the FM model as a Gaussian sampler, step by
+    step with torch.distributions: [B]."""
+    normal = torch.distributions.Normal
+    nll = -normal(0.0, 1.0).log_prob(states[:, -1]).flatten(1).sum(1)
+    for k in range(grid.numel() - 1, 0, -1):
+        c_t, c_0, var = posterior_coefficients(grid[k], grid[k - 1])
+        x_t = states[:, k]
+        mean = c_t * x_t + c_0 * (x_t - grid[k] * velocity(predictor, x_t, grid[k], text))
+        nll = nll - normal(mean, var.sqrt()).log_prob(states[:, k - 1]).flatten(1).sum(1)
+    return nll
 
 
 @pytest.fixture

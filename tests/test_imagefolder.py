@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ntm_core.data.imagefolder import ImageFolderDataset, load_image
+from ntm_core.data.imagefolder import ImageFolderDataset
+from ntm_core.images import load as load_image
 
 
 def _img(path, size=(40, 24), colour=(255, 0, 0)):

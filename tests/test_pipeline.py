@@ -38,6 +38,33 @@ def test_call_modes_and_output_types(pipe):
     assert many.shape == (4, 3, 16, 16)
 
 
+@pytest.mark.parametrize("denoise", ["learned", "score", "none"])
+def test_one_generator_per_image_reproduces_each_seed_alone(pipe, denoise):
+    """A batched call with a list of generators draws, for image i, the image a call with generator i alone draws;
+    the guided model and log p(τ) included."""
+    seeds, prompts = [3, 11, 5], ["a red circle", "a blue square", "a red circle"]
+    kw = dict(num_inference_steps=3, guidance_scale=2.0, denoise=denoise, output_type="model", return_log_prob=True)
+    batch = pipe(prompts, generator=[torch.Generator().manual_seed(s) for s in seeds], **kw)
+    for i, (s, p) in enumerate(zip(seeds, prompts)):
+        alone = pipe(p, generator=torch.Generator().manual_seed(s), **kw)
+        assert torch.allclose(batch.images[i], alone.images[0], atol=1e-5), f"image {i} (seed {s})"
+        assert torch.allclose(batch.log_prob[i], alone.log_prob[0], rtol=1e-5)
+    assert not torch.allclose(batch.images[0], batch.images[2], atol=1e-3), "same prompt, other seed: other image"
+    with pytest.raises(ValueError, match="2 generators for 3 images"):
+        pipe(prompts, generator=[torch.Generator(), torch.Generator()])
+
+
+def test_model_output_type_is_the_model_scaling(pipe):
+    """output_type='model' gives the images the likelihood takes back: 'pt' mapped from [0, 1] to [−1, 1]."""
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    x = pipe("a red circle", generator=g(), output_type="model").images
+    pt = pipe("a red circle", generator=g(), output_type="pt").images
+    assert x.shape == (1, 3, 16, 16) and x.min() >= -1 and x.max() <= 1 and x.min() < 0
+    assert torch.allclose(x, pt * 2 - 1, atol=1e-6)
+    with pytest.raises(ValueError, match="output_type"):
+        pipe("a red circle", output_type="latent")
+
+
 def test_return_trajectory(pipe):
     out = pipe("a green triangle", num_inference_steps=3, return_trajectory=True, denoise="none",
                generator=torch.Generator().manual_seed(0))

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from ntm_core.conditioning import TextEmbedding
 from ntm_core.trajectory import time_grid
 
 from .conftest import random_text, small_ntm
@@ -78,3 +79,31 @@ def test_any_step_count(steps):
     out = model.sample(text=random_text(2), num_steps=steps, generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (2, 3, 8, 8) and torch.isfinite(out.images).all()
     assert out.grid.numel() == steps + 1
+
+
+def test_sample_is_latents_then_decode():
+    """The sampler's two verbs: reverse steps in u-space, then one inverse; decoding the whole trajectory gives the
+    same image as decoding u at t_0 alone, and inverting u gives back the states f_T maps onto it."""
+    model = small_ntm()
+    text = random_text(2)
+    latents = model.sample_latents(text=text, num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(4))
+    assert latents.u.shape == (2, 4, 3, 8, 8) and latents.z.shape == (2, 3, 3, 8, 8)
+    final = model.decode(latents, text)
+    whole = model.decode(latents, text, trajectory=True)
+    assert final.x is None and final.nll is None
+    assert torch.allclose(final.images, whole.images, atol=1e-10) and torch.allclose(whole.x[:, -1], latents.x1)
+    same = model.sample(text=text, num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(same.images, final.images)
+    u_back, _ = model.transporter(whole.x[:, 1], whole.grid[1], text)
+    assert torch.allclose(u_back, latents.u[:, 1], atol=1e-8)
+
+
+def test_generator_list_draws_each_image_as_alone():
+    model = small_ntm()
+    text = random_text(3)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2, 3)]  # noqa: E731
+    batch = model.sample(text=text, num_steps=2, generator=gens()).images
+    for i, g in enumerate(gens()):
+        one = TextEmbedding(text.tokens[i : i + 1], text.mask[i : i + 1], text.pooled[i : i + 1])
+        alone = model.sample(text=one, num_steps=2, generator=g).images
+        assert torch.allclose(batch[i], alone[0], atol=1e-10)

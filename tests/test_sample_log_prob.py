@@ -12,7 +12,7 @@ def test_sampler_log_prob_equals_trajectory_nll(markov, guidance, temperature):
     model = small_ntm(markov=markov, std=0.1)
     text = random_text(3)
     out = model.sample(text=text, num_steps=4, guidance_scale=guidance, temperature=temperature,
-                       generator=torch.Generator().manual_seed(1), return_log_prob=True)
+                       generator=torch.Generator().manual_seed(1), return_trajectory=True)
     assert out.nll is not None and out.log_prob.shape == (3,)
     ref = model.trajectory_nll(out.x, out.grid, text, guidance_scale=guidance)
     assert out.nll.logdet.abs().min() > 1e-3, "the transporter must not be the identity here"
@@ -29,15 +29,15 @@ def test_sampler_log_prob_float32_relative_1e4():
     text = random_text(4)
     text = type(text)(text.tokens.float(), text.mask, text.pooled.float())
     out = model.sample(text=text, num_steps=4, guidance_scale=2.0, generator=torch.Generator().manual_seed(3),
-                       return_log_prob=True)
+                       return_trajectory=True)
     ref = model.trajectory_nll(out.x, out.grid, text, guidance_scale=2.0).total
     assert ((out.nll.total - ref).abs() / ref.abs()).max() < 1e-4
 
 
 def test_sample_without_log_prob_is_unchanged():
-    """Asking for log p changes nothing in what is drawn (same generator → same images)."""
+    """Decoding the whole trajectory (for log p) changes nothing in what is drawn (same generator → same images)."""
     model = small_ntm()
     text = random_text(2)
     a = model.sample(text=text, num_steps=3, generator=torch.Generator().manual_seed(7))
-    b = model.sample(text=text, num_steps=3, generator=torch.Generator().manual_seed(7), return_log_prob=True)
+    b = model.sample(text=text, num_steps=3, generator=torch.Generator().manual_seed(7), return_trajectory=True)
     assert a.nll is None and torch.allclose(a.images, b.images, atol=1e-12)

@@ -1,7 +1,8 @@
 """The GenEval-like evaluator: ≥ 0.98 on held-out real dataset images, near 0 on noise, and it catches mistakes."""
 import numpy as np
 
-from analysis.shapes_eval import check, colours_match, detect_objects, score, to_uint8
+from analysis.shapes_eval import check, colours_match, detect_objects, score
+from ntm_core.images import to_uint8
 from ntm_core.data.shapes import ShapesDataset, Spec, render
 
 

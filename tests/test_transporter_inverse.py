@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from ntm_core.transporter import Transporter, patchify, unpatchify
+from ntm_core.layers import patchify, unpatchify
+from ntm_core.transporter import Transporter
 
 from .conftest import TEXT_DIM, perturb_, random_text
 

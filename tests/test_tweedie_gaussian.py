@@ -1,7 +1,7 @@
 """Trajectory-score denoising equals the closed-form E[x_0 | τ] for Gaussian data and the exact trajectory score."""
 import torch
 
-from ntm_core.denoise import score_denoise
+from ntm_core.score_denoising import score_denoise
 from ntm_core.trajectory import alpha, sample_trajectory, time_grid, trajectory_covariance
 
 from .conftest import small_ntm

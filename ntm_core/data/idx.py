@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..images import from_uint8
+
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 FASHION = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 DATASETS = {
@@ -66,7 +68,7 @@ class IdxDataset(torch.utils.data.Dataset):
         return DATASETS[self.name](int(label))
 
     def __getitem__(self, i: int) -> dict:
-        x = torch.from_numpy(self.images[i].astype(np.float32) / 127.5 - 1.0)[None]
+        x = from_uint8(self.images[i])  # [1, h, w]
         h = x.shape[-1]
         if self.image_size >= h:
             pad = self.image_size - h

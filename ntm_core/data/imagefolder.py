@@ -6,48 +6,12 @@ import json
 import logging
 import os
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 
-from .shapes import to_tensor
+from ..images import load as load_image
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-MAX_PIXELS = 4096 * 4096  # refuse larger images before decoding them (a 500 kB PNG can declare 13000 × 13000)
-
-
-def _eight_bit(im: Image.Image) -> Image.Image:
-    """16- and 32-bit integer images scaled to 8 bits (Pillow's convert() would clip them to white)."""
-    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        if im.mode == "F" and arr.max(initial=0) <= 1.0:
-            top = 1.0
-        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    return im
-
-
-def load_image(source, size: int, channels: int = 3) -> torch.Tensor:
-    """Any image (a path, a file object or a PIL image) → [channels, size, size] in [−1, 1]: EXIF-rotated,
-    16-bit scaled to 8, resized on the shorter side, centre-cropped. Raises ValueError with the reason (and the
-    file's name, never its folder) when it is not readable or has more than MAX_PIXELS pixels."""
-    name = "the image" if isinstance(source, Image.Image) else os.path.basename(str(getattr(source, "name", source)))
-    try:
-        with (source.copy() if isinstance(source, Image.Image) else Image.open(source)) as im:
-            if im.width * im.height > MAX_PIXELS:  # the header is read, the pixels are not yet
-                raise ValueError(f"{im.width} × {im.height} pixels is too large (at most {MAX_PIXELS:,} pixels)")
-            im.draft("RGB" if channels == 3 else "L", (size, size))  # JPEG: decode at a reduced scale
-            im = ImageOps.exif_transpose(_eight_bit(im))
-            im = im.convert("RGB" if channels == 3 else "L")
-            im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC)
-    except Exception as e:  # PIL raises many types for bad data; one clear error for the caller
-        reason = str(e).replace(str(source), name) if not isinstance(source, Image.Image) else str(e)
-        raise ValueError(f"cannot read image {name}: {reason}") from e
-    arr = np.asarray(im)
-    return to_tensor(arr[..., None] if arr.ndim == 2 else arr)
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):

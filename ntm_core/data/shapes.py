@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..images import from_uint8
+
 COLORS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
           "yellow": (255, 255, 0), "cyan": (0, 255, 255), "magenta": (255, 0, 255)}
 KINDS = ("circle", "square", "triangle")
@@ -174,11 +176,6 @@ def render(spec: Spec, rng: np.random.Generator, image_size: int = 32, jitter: i
     raise RuntimeError(f"could not place {spec} in {max_tries} tries")
 
 
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 [H, W, C] → float [C, H, W] in [−1, 1] (the models' data scaling)."""
-    return torch.tensor(img).permute(2, 0, 1).float() / 127.5 - 1.0  # copies: PIL arrays are read-only
-
-
 class ShapesDataset(torch.utils.data.Dataset):
     """Item i is a pure function of (seed, i): {'image': [3, H, W] in [−1, 1], 'caption': str, 'spec': dict}.
 
@@ -209,7 +206,7 @@ class ShapesDataset(torch.utils.data.Dataset):
         spec, rng = self.spec_at(int(index))
         text = caption(spec, rng)
         img, _ = render(spec, rng, self.image_size)
-        return {"image": to_tensor(img), "caption": text, "spec": spec.to_dict()}
+        return {"image": from_uint8(img), "caption": text, "spec": spec.to_dict()}
 
 
 def eval_prompts(per_category: int = 20, seed: int = 0) -> list[dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..images import from_pixels
 from .shapes import CATEGORIES, COLORS, KINDS, RELATIONS, Spec, caption_variants, inside, relations, split_specs
 
 _RELATIONS = tuple(RELATIONS)
@@ -144,7 +145,7 @@ class ShapesRenderer:
         batch["caption_id"] = self.variants[spec, self._pick(self.num_variants[spec], generator)]
         jitter = (self._uniform((batch_size, 3, 3), generator) * (self.jitter + 1)).long().clamp_max(self.jitter)
         rgb = torch.where(self.lit[self.colour[spec]], 255 - jitter, jitter).float()  # [B, object, channel]
-        batch["image"] = torch.einsum("bohw,boc->bchw", batch.pop("mask").float(), rgb) / 127.5 - 1.0
+        batch["image"] = from_pixels(torch.einsum("bohw,boc->bchw", batch.pop("mask").float(), rgb))
         ok = batch["valid"]  # a row with no valid proposal (rare: see `acceptance`) copies the first good one
         src = torch.where(ok, torch.arange(batch_size, device=self.device), ok.int().argmax())
         return {k: v[src] for k, v in batch.items()}

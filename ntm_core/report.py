@@ -1,4 +1,5 @@
-"""How every benchmark reports: print the table with its environment, write JSON (+ CSV, + markdown) beside it."""
+"""How every benchmark and measurement script reports (analysis/, app/latency.py): print the table with its environment,
+write JSON (+ CSV, + markdown) beside it."""
 from __future__ import annotations
 
 import json

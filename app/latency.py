@@ -1,6 +1,7 @@
 """Latency of one generation through the app's own code path (app.generate.generate_images), as a user sees it.
+It lives with what it measures: the app.
 
-    python -m analysis.app_latency --model ntm-shapes32 --steps 4 --repeats 10 --out results/app_latency
+    python -m app.latency --model ntm-shapes32 --steps 4 --repeats 10 --out results/app_latency
 """
 from __future__ import annotations
 
@@ -10,15 +11,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from analysis.report import environment, report
+from ntm_core.report import environment, report
 
-
-class _NoProgress:  # gr.Progress outside a request
-    def tqdm(self, iterable, **_):
-        return iterable
-
-    def __call__(self, *_, **__):
-        pass
+from .generate import generate_images
+from .registry import Registry
 
 
 def main() -> None:
@@ -30,17 +26,14 @@ def main() -> None:
     ap.add_argument("--out", default="results/app_latency")
     a = ap.parse_args()
 
-    from app.generate import generate_images
-    from app.registry import Registry
-
     registry = Registry()
     rows = []
     for final in ("learned", "score", "none"):
-        generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, 0, False, 1, final, progress=_NoProgress())
+        generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, 0, False, 1, final)
         secs = []
         for r in range(a.repeats):
             start = time.perf_counter()
-            generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, r, False, 1, final, progress=_NoProgress())
+            generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, r, False, 1, final)
             secs.append(time.perf_counter() - start)
         rows.append({"model": a.model, "steps": a.steps, "final step": final, "median s / image": np.median(secs),
                      "max s / image": max(secs)})

@@ -1,7 +1,5 @@
-"""Plotly figures and pandas tables shared by the app, the analysis scripts and the docs."""
+"""The app's plotly figures and pandas tables: likelihood parts, distributions, rankings, loss curves, latents."""
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
@@ -10,35 +8,11 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ntm_core.images import to_uint8
 from ntm_core.model import NTMSample, TrajectoryNLL
 
-LN2 = math.log(2.0)
-
-
-def nll_parts_table(nll: TrajectoryNLL, index: int | None = 0) -> pd.DataFrame:
-    """Per reverse step of one trajectory (index None: the mean over the batch): the parts of
-    −log p(x_s | history) in bits per dimension."""
-    K = nll.step.shape[1]
-    grid = nll.grid.tolist()
-    to_bits = 1.0 / (nll.dim * LN2)
-    pick = (lambda v: v.mean(0)) if index is None else (lambda v: v[index])  # noqa: E731
-    base, log_sigma, logdet, step, prior = (pick(v) for v in (nll.base, nll.log_sigma, nll.logdet, nll.step, nll.prior))
-    rows = []
-    for i in range(K):
-        rows.append({
-            "step": i + 1, "t": round(grid[K - i], 4), "s": round(grid[K - i - 1], 4),
-            "base ½‖z‖²": base[i].item() * to_bits,
-            "Σ log σ": log_sigma[i].item() * to_bits,
-            "−log|det J_T|": -logdet[i].item() * to_bits,
-            "const": nll.const * to_bits,
-            "step total": step[i].item() * to_bits,
-        })
-    rows.append({"step": "prior", "t": 1.0, "s": None, "step total": prior.item() * to_bits})
-    return pd.DataFrame(rows)
-
-
 def nll_parts_figure(nll: TrajectoryNLL, index: int = 0, title: str = "") -> go.Figure:
-    df = nll_parts_table(nll, index)
+    df = nll.parts_bits_per_dim(index)
     steps = df[df["step"] != "prior"]
     labels = [f"step {r.step}: t={r.t:g}→{r.s:g}" for r in steps.itertuples()]
     fig = go.Figure()
@@ -89,8 +63,7 @@ def to_rgb(t: torch.Tensor, scale: float) -> np.ndarray:
     """[C, H, W] with values in [−scale, scale] → uint8 RGB (1 channel → grey; > 3 channels → the first 3)."""
     x = t.detach().float().cpu()
     x = x[:3] if x.shape[0] >= 3 else x[:1].repeat(3, 1, 1)
-    x = ((x / max(scale, 1e-8)).clamp(-1, 1) + 1) * 127.5
-    return x.permute(1, 2, 0).round().to(torch.uint8).numpy()
+    return to_uint8(x / max(scale, 1e-8))
 
 
 def latent_panels(sample: NTMSample, index: int = 0) -> dict[str, list[tuple[np.ndarray, str]]]:
