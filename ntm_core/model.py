@@ -17,11 +17,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from .conditioning import TextEmbedding, guide, is_guided, with_null
-from .score_denoising import score_denoise
 from .predictor import Predictor
+from .score_denoising import score_denoise
 from .trajectory import LN2, LOG_2PI, TrajectorySchedule, dequantize, forward_log_prob, sample_trajectory
 from .transporter import Transporter
-
 
 
 @dataclass

@@ -27,8 +27,8 @@ from diffusers.utils import BaseOutput
 
 from .conditioning import TextEmbedding
 from .denoiser import Denoiser
-from .images import load as load_image
 from .flow_matching import euler_sample, gaussian_sample
+from .images import load as load_image
 from .model import NTM, NTMSample, TrajectoryNLL
 from .predictor import Predictor
 from .text import get_text_encoder
@@ -124,7 +124,8 @@ class _TextToImagePipeline(DiffusionPipeline):
             return list(generator)
         return generator
 
-    def check_output_type(self, output_type: str) -> None:
+    @staticmethod
+    def check_output_type(output_type: str) -> None:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
 
