@@ -44,7 +44,8 @@ def draw(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float
               generator=[torch.Generator().manual_seed(s) for s in seeds])
     if isinstance(pipe, NTMPipeline):
         out = pipe(prompts, temperature=float(temperature), denoise=final, return_log_prob=True, **kw)
-        captions = [f"seed {s} · {bpd:.3f} bits/dim (trajectory)" for s, bpd in zip(seeds, out.nll.bits_per_dim.tolist())]
+        bits = out.nll.bits_per_dim.tolist()
+        captions = [f"seed {s} · {bpd:.3f} bits/dim (trajectory)" for s, bpd in zip(seeds, bits)]
     else:
         out = pipe(prompts, **kw)
         captions = [f"seed {s}" for s in seeds]

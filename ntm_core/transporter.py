@@ -100,8 +100,8 @@ class Transporter(ModelMixin, ConfigMixin):
         self.text = TextContext(text_dim, width, width) if text_dim else None
         context_dim = width if (text_dim and text_cross_attention) else None
         self.blocks = nn.ModuleList(
-            FlowBlock(self.patches.num_tokens, self.patches.token_dim, width, layers_per_block, heads, width, context_dim,
-                      reverse=bool(b % 2), max_log_scale=max_log_scale)
+            FlowBlock(self.patches.num_tokens, self.patches.token_dim, width, layers_per_block, heads, width,
+                      context_dim, reverse=bool(b % 2), max_log_scale=max_log_scale)
             for b in range(num_blocks)
         )
 

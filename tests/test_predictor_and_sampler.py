@@ -86,7 +86,8 @@ def test_sample_is_latents_then_decode():
     same image as decoding u at t_0 alone, and inverting u gives back the states f_T maps onto it."""
     model = small_ntm()
     text = random_text(2)
-    latents = model.sample_latents(text=text, num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(4))
+    latents = model.sample_latents(text=text, num_steps=3, guidance_scale=2.0,
+                                   generator=torch.Generator().manual_seed(4))
     assert latents.u.shape == (2, 4, 3, 8, 8) and latents.z.shape == (2, 3, 3, 8, 8)
     final = model.decode(latents, text)
     whole = model.decode(latents, text, trajectory=True)
