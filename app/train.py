@@ -7,7 +7,6 @@ import os
 import gradio as gr
 import pandas as pd
 
-
 from .figures import loss_curve_figure
 from .jobs import SIZES, JobManager, data_folders, hardware
 from .widgets import user_errors

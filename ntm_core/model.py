@@ -137,7 +137,6 @@ class NTMSample:
 
     images: torch.Tensor
     grid: torch.Tensor
-    u_final: torch.Tensor | None = None  # the u-space state at t_0
     u: torch.Tensor | None = None
     x: torch.Tensor | None = None
     mu: torch.Tensor | None = None
@@ -298,8 +297,7 @@ class NTM(nn.Module):
         density."""
         grid, u = latents.grid, latents.u
         if not trajectory:
-            return NTMSample(images=self.transporter.inverse(latents.u_final, grid[0], text), grid=grid,
-                             u_final=latents.u_final)
+            return NTMSample(images=self.transporter.inverse(latents.u_final, grid[0], text), grid=grid)
         b, n = u.shape[:2]
         x_all, logdet = self.transporter.inverse(u.flatten(0, 1), grid.repeat(b), _repeat(text, n),
                                                  return_logdet=True)
@@ -307,7 +305,7 @@ class NTM(nn.Module):
         # the prior at the sampler's own draw x_1; log-dets at the targets t_{K−1}..t_0
         nll = self._assemble(latents.z, latents.log_sigma, logdet[:, :-1].flip(1), latents.x1, x_all, grid,
                              self.schedule.dequantization_width)
-        return NTMSample(images=x_all[:, 0], grid=grid, u_final=latents.u_final, u=u, x=x_all, mu=latents.mu,
+        return NTMSample(images=x_all[:, 0], grid=grid, u=u, x=x_all, mu=latents.mu,
                          sigma=torch.exp(latents.log_sigma), z=latents.z, nll=nll)
 
     def sample(self, batch_size: int | None = None, text: TextEmbedding | None = None, num_steps: int = 4,

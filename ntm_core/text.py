@@ -95,18 +95,23 @@ class TextEncoder:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-        length = max([self._cache[k][0].shape[0] for k in keys if k] or [1])
-        tokens = torch.zeros(len(keys), length, self.dim)
-        mask = torch.zeros(len(keys), length, dtype=torch.bool)
-        pooled = torch.zeros(len(keys), self.dim)
-        for i, k in enumerate(keys):
-            if not k:  # the null prompt
-                continue
-            states, vec = self._cache[k]
-            tokens[i, : len(states)], mask[i, : len(states)], pooled[i] = states, True, vec
-        return TextEmbedding(tokens, mask, pooled)
+        return padded([self._cache[k] if k else None for k in keys], self.dim)  # "" = the null prompt
 
     __call__ = encode
+
+
+def padded(rows: list[tuple[torch.Tensor, torch.Tensor] | None], dim: int) -> TextEmbedding:
+    """Per prompt (token states [L_i, D], pooled [D]) from `TextEncoder.embed`, or None for the null prompt → one
+    batch padded to the longest prompt (mask False on padding; the null prompt all zeros and masked)."""
+    length = max([states.shape[0] for states, _ in filter(None, rows)] or [1])
+    tokens = torch.zeros(len(rows), length, dim)
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    pooled = torch.zeros(len(rows), dim)
+    for i, row in enumerate(rows):
+        if row is not None:
+            states, vec = row
+            tokens[i, : len(states)], mask[i, : len(states)], pooled[i] = states, True, vec
+    return TextEmbedding(tokens, mask, pooled)
 
 
 class CaptionTable:
@@ -117,19 +122,14 @@ class CaptionTable:
         rows = []
         for i in range(0, len(captions), chunk):
             rows += encoder.embed([" ".join(c.split()) for c in captions[i : i + chunk]])
-        length = max(states.shape[0] for states, _ in rows)
-        self.tokens = torch.zeros(len(rows), length, encoder.dim)
-        self.mask = torch.zeros(len(rows), length, dtype=torch.bool)
-        for i, (states, _) in enumerate(rows):
-            self.tokens[i, : len(states)], self.mask[i, : len(states)] = states, True
-        self.pooled = torch.stack([vec for _, vec in rows])
-        self.tokens, self.mask, self.pooled = (t.to(device) for t in (self.tokens, self.mask, self.pooled))
+        self.embedding = padded(rows, encoder.dim).to(device=device)
 
     def __len__(self) -> int:
-        return self.pooled.shape[0]
+        return self.embedding.batch_size
 
     def __getitem__(self, ids: torch.Tensor) -> TextEmbedding:
-        return TextEmbedding(self.tokens[ids], self.mask[ids], self.pooled[ids])
+        e = self.embedding
+        return TextEmbedding(e.tokens[ids], e.mask[ids], e.pooled[ids])
 
 
 @functools.lru_cache(maxsize=4)

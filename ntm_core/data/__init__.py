@@ -2,6 +2,8 @@
 'caption' (str), plus dataset-specific fields."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -28,14 +30,20 @@ def caption_vocabulary(kind: str | None) -> frozenset[str] | None:
 
 
 def example_prompts(kind: str | None) -> list[str]:
-    """A few captions of the kind the dataset's model was trained on (the held-out shapes split for shapes)."""
+    """A few captions of the kind the dataset's model was trained on (the held-out shapes split for shapes). A copy
+    of a per-process cache: the shapes ones cost ~0.2 s to draw and the app asks on every model change."""
+    return list(_example_prompts(kind))
+
+
+@functools.lru_cache(maxsize=None)
+def _example_prompts(kind: str | None) -> tuple[str, ...]:
     if kind in ("mnist", "fashion-mnist"):
         from .idx import DATASETS
 
-        return [DATASETS[kind](y) for y in (7, 3, 0, 5, 1, 8)]
+        return tuple(DATASETS[kind](y) for y in (7, 3, 0, 5, 1, 8))
     if kind == "shapes":
         from .shapes import ShapesDataset
 
-        return [ShapesDataset("test", seed=s).caption_at(0) for s in range(6)] + [
-            "a red circle", "two green triangles", "a blue square to the left of a yellow circle"]
-    return []
+        return tuple(ShapesDataset("test", seed=s).caption_at(0) for s in range(6)) + (
+            "a red circle", "two green triangles", "a blue square to the left of a yellow circle")
+    return ()
