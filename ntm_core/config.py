@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import yaml
 
@@ -29,6 +30,7 @@ DEFAULTS: dict = {
     },
 }
 RENDER = ("auto", "device", "cpu")
+SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -51,7 +53,10 @@ def load_config(path: str | None, overrides: list[str] = ()) -> dict:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str) and SCIENTIFIC.match(value):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            value = float(value)
+        node[leaf] = value
     if cfg["objective"] not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg['objective']!r}")
     if cfg["objective"] in ("fm_to_ntm", "denoiser") and not cfg["init_from"]:

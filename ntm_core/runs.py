@@ -113,10 +113,12 @@ class RunFolder:
                 try:
                     with open(self.lock_path) as f:
                         pid = int(f.read().strip() or 0)
-                    os.kill(pid, 0)
-                except (ValueError, ProcessLookupError, PermissionError):
+                    os.kill(pid, 0)  # PermissionError: alive, under another user — the lock holds
+                except (ValueError, ProcessLookupError):
                     os.remove(self.lock_path)  # stale: its process is gone
                     continue
+                except PermissionError:
+                    pass
                 raise ValueError(f"{self.path} is in use by training process {pid}; wait for it, or stop it first")
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))

@@ -14,6 +14,8 @@ in the loop waits on the GPU except at log steps (metrics are kept on the device
 --resume continues from the last checkpoint with the same step counter, data order and noise, so the loss
 curve continues with no gap. SIGTERM / Ctrl-C stop after the current step with a checkpoint.
 The finished run writes <output_dir>/pipeline: a pipeline folder (EMA weights) the app and analysis load.
+A run that reaches train.max_seconds writes it too (the model so far) but is "stopped", not finished: its
+schedule has steps left, and --resume runs them (a recipe repeats a job in bounded runs until it is finished).
 """
 from __future__ import annotations
 
@@ -242,13 +244,15 @@ class Trainer:
         self._open_batches()
         self.objective.train()
         pending = []
+        out_of_time = False
         while self.step < t["steps"] and not stop.stop:
             metrics = self._train_step()
             self.step += 1
             self.samples += t["batch_size"] * t["grad_accum"] * self.world
             pending.append((self.step, metrics.pop("num_steps"), self.lr_scheduler.get_last_lr()[0], metrics))
             bar.update(1)
-            out_of_time = t["max_seconds"] and time.perf_counter() - start > t["max_seconds"]
+            out_of_time = (bool(t["max_seconds"]) and time.perf_counter() - start > t["max_seconds"]
+                           and self.step < t["steps"])  # a budget met on the last step still finishes
             due = self.step % t["checkpoint_every"] == 0 and self.step < t["steps"]
             if self.step % t["log_every"] == 0 or self.step == t["steps"] or out_of_time or due or stop.stop:
                 row = self._log(pending, since)
@@ -270,10 +274,14 @@ class Trainer:
             self.status("stopped")
             acc.print(f"stopped at step {self.step}; checkpoint saved. Continue with --resume")
             return final
-        if self.main:
+        if self.main:  # the model so far, also at a time budget (a sweep scores it; the app can load it)
             last = self.run_folder.checkpoints()[-1][1]
             with atomic_dir(final) as tmp:
                 shutil.copytree(os.path.join(last, "pipeline"), tmp, dirs_exist_ok=True)
+        if out_of_time:  # not finished: its schedule has steps left, which --resume runs
+            self.status("stopped", reason="time budget", seconds=time.perf_counter() - start)
+            acc.print(f"stopped at step {self.step} of {t['steps']}; continue with --resume")
+            return final
         self.status("finished", seconds=time.perf_counter() - start)
         acc.wait_for_everyone()
         acc.end_training()

@@ -111,6 +111,14 @@ def test_bad_configs_are_clear_errors(tmp_path):
     assert not os.path.exists(tmp_path / "pipeline")
 
 
+def test_overrides_read_numbers_as_numbers():
+    from ntm_core.config import load_config
+
+    cfg = load_config(None, ["train.lr=3e-4", "train.max_seconds=1E3", "train.steps=7", "name=1e-3x"])
+    assert cfg["train"]["lr"] == 3e-4 and isinstance(cfg["train"]["lr"], float)  # plain YAML gives the str "3e-4"
+    assert cfg["train"]["max_seconds"] == 1000.0 and cfg["train"]["steps"] == 7 and cfg["name"] == "1e-3x"
+
+
 def test_data_echo_reuses_each_rendered_batch(tmp_path):
     """data_echo=2: micro-steps 2m and 2m+1 train on the same images (fresh noise), 2m+2 on new ones; a run
     resumed at an odd step picks up the same batch; the run ends after exactly train.steps steps."""

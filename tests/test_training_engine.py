@@ -4,6 +4,7 @@ import glob
 import os
 import shutil
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -90,3 +91,39 @@ def test_run_folder_reads_what_the_trainer_wrote(tmp_path):
     with open(run.metrics_path, "a") as f:
         f.write('{"step": 3, "lo')  # torn by a kill mid-write
     assert list(run.metrics()["step"]) == [1, 2]
+
+
+def test_a_time_budget_stops_the_run_unfinished_and_resume_finishes_it(tmp_path):
+    out = tmp_path / "run"
+    # a budget that the first step already exceeds: stopped at step 1 of 3, the model so far exported
+    pipe = run_tiny(out, "train.steps=3", "train.max_seconds=1e-9")
+    run = RunFolder(str(out))
+    status = run.status()
+    assert status["state"] == "stopped" and status["reason"] == "time budget", status
+    assert status["step"] == 1 and status["total_steps"] == 3
+    assert pipe == run.pipeline_path and run.has_pipeline
+    train(tiny_config(out, "train.steps=3"), resume=True)
+    status = run.status()
+    assert status["state"] == "finished" and status["step"] == 3
+    assert [m["step"] for m in metrics(out)] == [1, 2, 3]
+    single = tmp_path / "single"  # over budget on its only step: that step ends the schedule, so it is finished
+    run_tiny(single, "train.steps=1", "train.max_seconds=1e-9")
+    assert RunFolder(str(single)).status()["state"] == "finished"
+
+
+def test_a_lock_held_by_another_users_process_is_not_taken(tmp_path, monkeypatch):
+    run = RunFolder(str(tmp_path / "run"))
+    run.lock()
+    with open(run.lock_path, "w") as f:
+        f.write("4242")
+
+    def kill(pid, sig):  # what os.kill(pid, 0) raises for a live process of another user
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", kill)
+    with pytest.raises(ValueError, match="in use by training process 4242"):
+        run.lock()
+    with open(run.lock_path, "w") as f:
+        f.write("not a pid")  # unreadable: stale
+    run.lock()
+    assert open(run.lock_path).read() == str(os.getpid())
