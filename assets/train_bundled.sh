@@ -93,11 +93,14 @@ default)
   # --engine now --config ntm_core/configs/shapes32_fm.yaml --objective fm fm_to_ntm denoiser`), written once to
   # runs/default-steps.env; FM_STEPS / NTM_STEPS / DEN_STEPS given explicitly win.
   mkdir -p runs
-  if [ ! -f runs/default-steps.env ]; then
-    $PY - "${BENCH:?BENCH=<bench_training JSON> (or FM_STEPS, NTM_STEPS and DEN_STEPS)}" > runs/default-steps.env <<'PYEOF'
+  if [ ! -f runs/default-steps.env ] && [ -z "${BENCH:-}" ]; then
+    echo "FM_STEPS=${FM_STEPS:?BENCH=<bench_training JSON>, or FM_STEPS, NTM_STEPS and DEN_STEPS} NTM_STEPS=${NTM_STEPS:?}" \
+         "DEN_STEPS=${DEN_STEPS:?}" > runs/default-steps.env
+  elif [ ! -f runs/default-steps.env ]; then
+    $PY - "$BENCH" > runs/default-steps.env <<'PYEOF'
 import json, os, sys
 rows = {r["objective"]: r for r in json.load(open(sys.argv[1]))["rows"] if r["engine"] == "now"}
-for var, objective, minutes, default in (("FM_STEPS", "fm", "FM_MIN", 11), ("NTM_STEPS", "fm_to_ntm", "NTM_MIN", 6),
+for var, objective, minutes, default in (("FM_STEPS", "fm", "FM_MIN", 11), ("NTM_STEPS", "fm_to_ntm", "NTM_MIN", 5),
                                          ("DEN_STEPS", "denoiser", "DEN_MIN", 3)):
     r = rows[objective]
     steps = int(float(os.environ.get(minutes, default)) * 60 * r["samples_per_s"] / r["batch_size"])
@@ -105,8 +108,14 @@ for var, objective, minutes, default in (("FM_STEPS", "fm", "FM_MIN", 11), ("NTM
 PYEOF
   fi
   cat runs/default-steps.env; . runs/default-steps.env; export FM_STEPS NTM_STEPS DEN_STEPS
+  # a job that fails (a NaN loss: the trainer stops before checkpointing it) goes on in float32 from its last checkpoint
   for job in fm:fm-shapes32 ntm:ntm-shapes32-from-fm denoiser:ntm-shapes32-denoiser; do
-    until grep -q '"state": "finished"' runs/${job#*:}/status.json 2>/dev/null; do bash "$0" ${job%%:*}; done
+    extra=${EXTRA:-}
+    until grep -q '"state": "finished"' runs/${job#*:}/status.json 2>/dev/null; do
+      EXTRA=$extra bash "$0" ${job%%:*} || {
+        [[ $extra == *mixed_precision=no* ]] && exit 1
+        extra="$extra train.mixed_precision=no"; echo "${job%%:*} failed; going on in float32 from its last checkpoint"; }
+    done
   done
   bash "$0" export-default ;;
 pack)

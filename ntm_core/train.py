@@ -87,8 +87,8 @@ class Trainer:
         self.drop_prob = float((cfg.get("text") or {}).get("drop_prob", 0.0)) if text_dim else 0.0
         objective = build_objective(cfg, text_dim)
         self.params = [p for p in objective.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.params, lr=t["lr"], weight_decay=t["weight_decay"],
-                                      fused=acc.device.type == "cuda")
+        optimizer = torch.optim.AdamW(param_groups(objective, t["lr"], t["transporter_lr_scale"]), lr=t["lr"],
+                                      weight_decay=t["weight_decay"], fused=acc.device.type == "cuda")
         self.lr_scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=t["warmup_steps"],
                                           num_training_steps=t["steps"])
         self.ema = EMAModel(self.params, decay=t["ema_decay"], foreach=True) if t["ema_decay"] else None
@@ -286,6 +286,17 @@ class Trainer:
         acc.wait_for_everyone()
         acc.end_training()
         return final
+
+
+def param_groups(objective: torch.nn.Module, lr: float, transporter_lr_scale: float = 1.0) -> list[dict]:
+    """The optimizer's groups: one, or the transporter's weights apart at lr·scale (a slower transporter refines the
+    predictor's trajectory instead of rescaling the states under it; issue 11). The first group sets the logged lr."""
+    named = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
+    slow = [p for n, p in named if ".transporter." in f".{n}"]
+    if transporter_lr_scale == 1.0 or not slow:
+        return [{"params": [p for _, p in named]}]
+    ids = {id(p) for p in slow}
+    return [{"params": [p for _, p in named if id(p) not in ids]}, {"params": slow, "lr": lr * transporter_lr_scale}]
 
 
 def train(cfg: dict, resume: bool = False) -> str:

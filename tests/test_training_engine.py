@@ -127,3 +127,26 @@ def test_a_lock_held_by_another_users_process_is_not_taken(tmp_path, monkeypatch
         f.write("not a pid")  # unreadable: stale
     run.lock()
     assert open(run.lock_path).read() == str(os.getpid())
+
+
+def test_the_transporter_can_learn_at_its_own_rate(tmp_path):
+    def trained(out, scale):
+        trainer = Trainer(tiny_config(out, "train.steps=2", "train.checkpoint_every=1",
+                                      f"train.transporter_lr_scale={scale}"))
+        ntm = trainer.module.ntm
+        before = {n: [p.detach().clone() for p in m.parameters()] for n, m in
+                  (("transporter", ntm.transporter), ("predictor", ntm.predictor))}
+        trainer.run()
+        moved = {n: max(float((p.detach() - q).abs().max()) for p, q in zip(m.parameters(), before[n]))
+                 for n, m in (("transporter", ntm.transporter), ("predictor", ntm.predictor))}
+        return trainer, moved
+
+    frozen, moved = trained(tmp_path / "a", 0)  # lr 0 for the transporter: it stays as initialised
+    assert moved["transporter"] == 0 and moved["predictor"] > 0
+    lrs = [g["lr"] for g in frozen.optimizer.param_groups]
+    assert len(lrs) == 2 and lrs[1] == 0
+    _, moved = trained(tmp_path / "b", 1)
+    assert moved["transporter"] > 0
+    # the two groups survive a checkpoint: the run goes on at the same relative rates
+    train(tiny_config(tmp_path / "a", "train.steps=3", "train.transporter_lr_scale=0"), resume=True)
+    assert RunFolder(str(tmp_path / "a")).status()["state"] == "finished"
