@@ -42,7 +42,8 @@ def _train(cfg_path: str, extra: list[str], before_code: str | None) -> str:
     if before_code is None:
         return train(load_config(cfg_path, extra))
     # the copy first, then this tree (analysis/), then whatever PYTHONPATH already held (carried packages)
-    paths = [os.path.abspath(before_code), os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    held = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [os.path.abspath(before_code), os.getcwd(), *held]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     subprocess.run([sys.executable, "-m", "ntm_core.train", "--config", cfg_path, "--set", *extra], env=env,
                    check=True, stdout=subprocess.DEVNULL)

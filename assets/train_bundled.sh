@@ -94,8 +94,8 @@ default)
   # runs/default-steps.env; FM_STEPS / NTM_STEPS / DEN_STEPS given explicitly win.
   mkdir -p runs
   if [ ! -f runs/default-steps.env ] && [ -z "${BENCH:-}" ]; then
-    echo "FM_STEPS=${FM_STEPS:?BENCH=<bench_training JSON>, or FM_STEPS, NTM_STEPS and DEN_STEPS} NTM_STEPS=${NTM_STEPS:?}" \
-         "DEN_STEPS=${DEN_STEPS:?}" > runs/default-steps.env
+    : "${FM_STEPS:?BENCH=<bench_training JSON>, or FM_STEPS, NTM_STEPS and DEN_STEPS}" "${NTM_STEPS:?}" "${DEN_STEPS:?}"
+    echo "FM_STEPS=$FM_STEPS NTM_STEPS=$NTM_STEPS DEN_STEPS=$DEN_STEPS" > runs/default-steps.env
   elif [ ! -f runs/default-steps.env ]; then
     $PY - "$BENCH" > runs/default-steps.env <<'PYEOF'
 import json, os, sys
@@ -114,7 +114,8 @@ PYEOF
     until grep -q '"state": "finished"' runs/${job#*:}/status.json 2>/dev/null; do
       EXTRA=$extra bash "$0" ${job%%:*} || {
         [[ $extra == *mixed_precision=no* ]] && exit 1
-        extra="$extra train.mixed_precision=no"; echo "${job%%:*} failed; going on in float32 from its last checkpoint"; }
+        extra="$extra train.mixed_precision=no"
+        echo "${job%%:*} failed; going on in float32 from its last checkpoint"; }
     done
   done
   bash "$0" export-default ;;
@@ -137,6 +138,7 @@ setup)
   src=${2:?setup DIR}; mkdir -p /tmp/site
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$src"/whl/*.whl
   tar -xJf "$src/minilm-compact.tar.xz" -C /tmp/site ;;
-*) echo "usage: $0 phase1|phase2|export|mnist-bpd|fm|ntm|denoiser|export-default|default|pack DIR|unpack DIR|carry DIR|setup DIR" >&2
+*) echo "usage: $0 phase1|phase2|export|mnist-bpd|fm|ntm|denoiser|export-default|default|pack DIR|unpack DIR|" \
+        "carry DIR|setup DIR" >&2
    exit 2 ;;
 esac
