@@ -36,7 +36,7 @@ def sweep(candidates, config: str, seconds: float, per_category: int, guidance: 
             cfg = load_config(config, ["objective=fm", f"output_dir={out}", f"train.max_seconds={seconds}",
                                        *(f"model.predictor.{k}={v}" for k, v in arch.items()), *overrides])
             pipe = load_pipeline(train(cfg)).to("cuda" if torch.cuda.is_available() else "cpu")
-            images, _ = generate(pipe, [p["caption"] for p in prompts], 50, None, guidance, 0, batch=80)
+            images, _ = generate(pipe, [p["caption"] for p in prompts], 50, {}, guidance, 0, batch=80)
             table = score(images.cpu(), [p["spec"] for p in prompts])
             run = RunFolder(out)
             status = run.status()

@@ -4,9 +4,10 @@ held-out prompts with fixed seeds, exact NLL on held-out real images, and images
     python -m analysis.benchmark --model ntm=assets/ntm-shapes32 [--model fm=assets/fm-shapes32 …] \
         --per-category 20 --out results/benchmark
 
-Model keys: ntm (rows: score / learned / no denoising at 4 steps, learned at 1, 2, 8), fm (Euler at 1, 2, 4, 8, 50),
-ntm_from_fm and gauss (4 steps, score denoising). Writes <out>.json, <out>.csv and <out>.md. Every number in
-those files is measured in the run that wrote them.
+Model keys: ntm (rows: score / learned / no denoising at 4 steps, learned at 1, 2, 8), fm (Euler at 1, 2, 4, 8, 50,
+and the same network as a 4-step Gaussian sampler with its Tweedie step to the data — what an NTM finetuned from it
+computes before finetuning), ntm_from_fm and gauss (4 steps, score denoising). Images/s at batch 1 and 16.
+Writes <out>.json, <out>.csv and <out>.md. Every number in those files is measured in the run that wrote them.
 """
 from __future__ import annotations
 
@@ -24,35 +25,34 @@ from ntm_core.data.shapes import ShapesDataset, eval_prompts
 from ntm_core.images import to_unit
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 
-ROWS = {
-    "ntm": [("NTM + score denoising", 4, "score"), ("NTM + learned denoiser", 4, "learned"),
-            ("NTM, no denoising", 4, "none"), ("NTM + learned denoiser", 1, "learned"),
-            ("NTM + learned denoiser", 2, "learned"), ("NTM + learned denoiser", 8, "learned")],
-    "ntm_from_fm": [("NTM from FM + score denoising", 4, "score")],
-    "fm": [("FM, Euler", k, None) for k in (1, 2, 4, 8, 50)],
-    "gauss": [("Gaussian-only + score denoising", 4, "score")],
+ROWS = {  # (method, steps, the pipeline call's sampler options)
+    "ntm": [("NTM + score denoising", 4, {"denoise": "score"}), ("NTM + learned denoiser", 4, {"denoise": "learned"}),
+            ("NTM, no denoising", 4, {"denoise": "none"}), ("NTM + learned denoiser", 1, {"denoise": "learned"}),
+            ("NTM + learned denoiser", 2, {"denoise": "learned"}), ("NTM + learned denoiser", 8, {"denoise": "learned"})],
+    "ntm_from_fm": [("NTM from FM + score denoising", 4, {"denoise": "score"})],
+    "fm": [("FM, Euler", k, {}) for k in (1, 2, 4, 8, 50)]
+    + [("FM as a Gaussian sampler + score denoising", 4, {"sampler": "gaussian", "denoise": "score"})],
+    "gauss": [("Gaussian-only + score denoising", 4, {"denoise": "score"})],
 }
 
 
-def generate(pipe, prompts: list[str], steps: int, denoise, guidance: float, seed: int, batch: int = 16):
+def generate(pipe, prompts: list[str], steps: int, options: dict, guidance: float, seed: int, batch: int = 16):
     """Images [N, 3, H, W] in [−1, 1] for the prompts, in batches; returns (images, seconds per batch)."""
     out, times = [], []
     for i in range(0, len(prompts), batch):
         g = torch.Generator().manual_seed(seed + i)
-        kw = dict(num_inference_steps=steps, guidance_scale=guidance, generator=g, output_type="model")
-        if isinstance(pipe, NTMPipeline):
-            kw["denoise"] = denoise
         start = time.perf_counter()
-        res = pipe(prompts[i : i + batch], **kw)
+        res = pipe(prompts[i : i + batch], num_inference_steps=steps, guidance_scale=guidance, generator=g,
+                   output_type="model", **options)
         times.append((time.perf_counter() - start, len(prompts[i : i + batch])))
         out.append(res.images)
     return torch.cat(out), times
 
 
-def images_per_second(pipe, steps, denoise, guidance, repeats: int = 3, batch: int = 16) -> float:
+def images_per_second(pipe, steps, options, guidance, repeats: int = 3, batch: int = 16) -> float:
     prompts = [p["caption"] for p in eval_prompts(4)][:batch]
-    generate(pipe, prompts, steps, denoise, guidance, 0, batch)  # warm-up
-    secs = [generate(pipe, prompts, steps, denoise, guidance, r, batch)[1][0][0] for r in range(repeats)]
+    generate(pipe, prompts, steps, options, guidance, 0, batch)  # warm-up
+    secs = [generate(pipe, prompts, steps, options, guidance, r, batch)[1][0][0] for r in range(repeats)]
     return batch / float(np.median(secs))
 
 
@@ -104,20 +104,22 @@ def run(models: dict[str, str], per_category: int, guidance: float, seed: int, s
         pipe = load_pipeline(folder)
         nll = heldout_nll(pipe) if isinstance(pipe, NTMPipeline) else {}
         score_images = {}  # steps → score-denoised images, the learned denoiser's reference (same seeds)
-        for label, steps, denoise in ROWS[key]:
+        for label, steps, options in ROWS[key]:
+            denoise = options.get("denoise")
             if denoise == "learned" and getattr(pipe, "denoiser", None) is None:
                 continue
-            images, _ = generate(pipe, captions, steps, denoise, guidance, seed)
+            images, _ = generate(pipe, captions, steps, options, guidance, seed)
             table = score(list(images), specs)
             row = {"method": label, "model": key, "steps": steps, **{f"score {c}": table.loc[c, "score"]
                                                                      for c in table.index},
                    "colour match": table.loc["overall", "colour_match"]}
             row.update(nll)
-            if denoise == "score":
+            if denoise == "score" and isinstance(pipe, NTMPipeline):
                 score_images[steps] = images
             elif denoise == "learned" and steps in score_images:
                 row.update(fidelity(images, score_images[steps]))
-            row["img/s (batch 16)"] = images_per_second(pipe, steps, denoise, guidance, speed_repeats)
+            row["img/s (batch 1)"] = images_per_second(pipe, steps, options, guidance, speed_repeats, batch=1)
+            row["img/s (batch 16)"] = images_per_second(pipe, steps, options, guidance, speed_repeats)
             rows.append(row)
             print(f"{label:34s} K={steps:<3d} overall {row['score overall']:.3f}  {row['img/s (batch 16)']:.2f} img/s",
                   flush=True)

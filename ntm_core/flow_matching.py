@@ -58,8 +58,10 @@ def euler_sample(predictor: Predictor, shape, num_steps: int, text: TextEmbeddin
 
 
 @torch.no_grad()
-def gaussian_sample(predictor: Predictor, shape, grid: torch.Tensor, text=None, generator=None) -> torch.Tensor:
-    """The FM model as a K-step Gaussian sampler: x_s = μ̃(x_t, x_t − t·v) + σ̃ z. Returns x_{t_0}.
+def gaussian_sample(predictor: Predictor, shape, grid: torch.Tensor, text=None, generator=None,
+                    guidance_scale: float = 1.0, denoise: bool = False) -> torch.Tensor:
+    """The FM model as a K-step Gaussian sampler: x_s = μ̃(x_t, x_t − t·v) + σ̃ z, v guided. Returns x_{t_0}, or
+    with `denoise` its Tweedie estimate x_{t_0} − t_0·v (one more evaluation: E[x_0 | x_t] for a velocity model).
 
     Draws its noise in the same order as NTM.sample (the prior, then one z per step)."""
     p = next(predictor.parameters())
@@ -68,8 +70,11 @@ def gaussian_sample(predictor: Predictor, shape, grid: torch.Tensor, text=None, 
     for k in range(grid.numel() - 1, 0, -1):
         t, s = grid[k].to(p), grid[k - 1].to(p)
         c_t, c_0, var = posterior_coefficients(t, s)
-        x0_hat = x - t * velocity(predictor, x, t, text)
+        x0_hat = x - t * guided_velocity(predictor, x, t, text, guidance_scale)
         x = c_t * x + c_0 * x0_hat + var.sqrt() * randn()
+    if denoise:
+        t0 = grid[0].to(p)
+        x = x - t0 * guided_velocity(predictor, x, t0, text, guidance_scale)
     return x
 
 

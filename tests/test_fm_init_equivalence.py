@@ -32,16 +32,32 @@ def fm():
     return perturb_(p, 0.05)  # a "trained" velocity model: random, non-zero weights
 
 
-@pytest.mark.parametrize("steps", [1, 4])
-def test_samples_equal_the_gaussian_sampler(fm, steps):
+@pytest.mark.parametrize("steps,guidance", [(1, 1.0), (4, 1.0), (4, 2.5)])
+def test_samples_equal_the_gaussian_sampler(fm, steps, guidance):
+    """Guided too: NTM guides each step's (μ, log σ), the Gaussian sampler its velocity — the same map, as μ is
+    affine in v and log σ does not depend on it at initialisation."""
     text = random_text(2)
     ntm = ntm_from_flow_matching(fm, Transporter(sample_size=8, patch_size=2, width=32, heads=4, text_dim=TEXT_DIM),
                                  TrajectorySchedule(t_min=0.05)).double()
     grid = ntm.schedule.grid(steps, dtype=torch.float64)
-    ours = ntm.sample(text=text, num_steps=steps, generator=torch.Generator().manual_seed(3)).images
-    ref = gaussian_sample(fm, (2, 3, 8, 8), grid, text, generator=torch.Generator().manual_seed(3))
-    assert torch.allclose(ours, ref, atol=1e-10)
+    ours = ntm.sample(text=text, num_steps=steps, guidance_scale=guidance,
+                      generator=torch.Generator().manual_seed(3)).images
+    ref = gaussian_sample(fm, (2, 3, 8, 8), grid, text, generator=torch.Generator().manual_seed(3),
+                          guidance_scale=guidance)
     assert (ours - ref).abs().max() < 1e-10 and ours.abs().max() > 0.1
+    if guidance != 1.0:  # and guidance changed the samples
+        plain = gaussian_sample(fm, (2, 3, 8, 8), grid, text, generator=torch.Generator().manual_seed(3))
+        assert (plain - ref).abs().max() > 1e-3
+
+
+def test_the_gaussian_sampler_denoises_with_its_own_tweedie_step(fm):
+    text = random_text(2)
+    grid = TrajectorySchedule(t_min=0.05).grid(4, dtype=torch.float64)
+    x_t0 = gaussian_sample(fm, (2, 3, 8, 8), grid, text, torch.Generator().manual_seed(3), guidance_scale=2.0)
+    x0 = gaussian_sample(fm, (2, 3, 8, 8), grid, text, torch.Generator().manual_seed(3), guidance_scale=2.0,
+                         denoise=True)
+    guided_v = 2.0 * velocity(fm, x_t0, grid[0], text) - velocity(fm, x_t0, grid[0], text.null())
+    assert torch.allclose(x0, x_t0 - grid[0] * guided_v, atol=1e-10)
 
 
 def test_nll_equals_the_gaussian_model(fm):

@@ -152,3 +152,14 @@ def test_prompt_nll_shares_trajectories_across_prompts(pipe):
     assert torch.allclose(scores[:, 1, 0], ref, atol=1e-5)
     with pytest.raises(ValueError, match="candidate"):
         pipe.prompt_nll(x, [], 2)
+
+
+def test_flow_matching_pipeline_gaussian_sampler_is_guided_and_denoises(tmp_path):
+    fm = load_pipeline(run_tiny(tmp_path / "fm", "objective=fm", "train.steps=2"))
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    kw = dict(num_inference_steps=4, sampler="gaussian", generator=g, output_type="model")
+    run = lambda **k: fm("a red circle", **dict(kw, generator=g(), **k)).images  # noqa: E731
+    assert not torch.allclose(run(guidance_scale=3.0), run()), "guidance reaches the Gaussian sampler"
+    assert not torch.allclose(run(guidance_scale=3.0, denoise="score"), run(guidance_scale=3.0))
+    with pytest.raises(ValueError, match="denoise"):
+        fm("a red circle", num_inference_steps=4, denoise="score")  # Euler already ends at the data
