@@ -26,9 +26,8 @@ from ntm_core.images import to_unit
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 
 ROWS = {  # (method, steps, the pipeline call's sampler options)
-    "ntm": [("NTM + score denoising", 4, {"denoise": "score"}), ("NTM + learned denoiser", 4, {"denoise": "learned"}),
-            ("NTM, no denoising", 4, {"denoise": "none"}), ("NTM + learned denoiser", 1, {"denoise": "learned"}),
-            ("NTM + learned denoiser", 2, {"denoise": "learned"}), ("NTM + learned denoiser", 8, {"denoise": "learned"})],
+    "ntm": [("NTM + score denoising", 4, {"denoise": "score"}), ("NTM, no denoising", 4, {"denoise": "none"})]
+    + [("NTM + learned denoiser", k, {"denoise": "learned"}) for k in (4, 1, 2, 8)],
     "ntm_from_fm": [("NTM from FM + score denoising", 4, {"denoise": "score"})],
     "fm": [("FM, Euler", k, {}) for k in (1, 2, 4, 8, 50)]
     + [("FM as a Gaussian sampler + score denoising", 4, {"sampler": "gaussian", "denoise": "score"})],
