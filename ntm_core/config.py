@@ -16,7 +16,8 @@ DEFAULTS: dict = {
     # render: where shapes are drawn — "device" (batched torch on the training device, captions embedded once),
     # "cpu" (ShapesDataset in DataLoader workers), "auto" (device on a GPU, cpu otherwise); categories: a subset
     "data": {"kind": "shapes", "root": None, "image_size": 32, "channels": 3, "render": "auto", "categories": None},
-    "text": {"encoder": "minilm", "max_length": 32, "drop_prob": 0.1},  # text: null → unconditional
+    # text: null → unconditional; embeddings: a StoredPrompts file to train with instead of running the encoder
+    "text": {"encoder": "minilm", "max_length": 32, "drop_prob": 0.1, "embeddings": None},
     "model": {"transporter": {}, "predictor": {}, "schedule": {}, "denoiser": {}},
     "train": {
         "steps": 1000, "batch_size": 64, "lr": 3e-4, "warmup_steps": 50, "weight_decay": 0.0, "grad_clip": 1.0,

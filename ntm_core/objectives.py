@@ -116,9 +116,9 @@ def text_dim_for(cfg: dict) -> int:
             return int(json.load(f).get("text_dim", 0))
     if not cfg.get("text"):
         return 0
-    from .text import get_text_encoder
+    from .text import training_encoder
 
-    return get_text_encoder(cfg["text"].get("encoder"), cfg["text"].get("max_length", 32)).dim
+    return training_encoder(cfg["text"]).dim
 
 
 def build_objective(cfg: dict, text_dim: int) -> _Objective:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -136,3 +137,96 @@ class CaptionTable:
 def get_text_encoder(path: str | None = None, max_length: int = 32, device: str = "cpu") -> TextEncoder:
     """One shared encoder per (path, max_length) in a process: pipelines and the app load it once."""
     return TextEncoder(path if path not in (None, "", "minilm") else None, max_length=max_length, device=device)
+
+
+class StoredPrompts:
+    """The encoder's embeddings of a fixed list of prompts, computed beforehand and kept in one safetensors file: a
+    stand-in for the encoder when training where it cannot go (a GPU machine without its package, or without room
+    to carry it). `embed` / `encode` answer exactly what the encoder answered; any other prompt is an error.
+    Pipelines trained with it still name the encoder itself (config `text.encoder`), which serves them afterwards.
+
+        python -m ntm_core.text --dataset mnist --out prompts-mnist.safetensors   # then text.embeddings=<that file>
+    """
+
+    def __init__(self, path: str):
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+            tokens, mask, pooled = (f.get_tensor(k) for k in ("tokens", "mask", "pooled"))
+        if "prompts" not in meta:
+            raise ValueError(f"{path} holds no prompt list: write it with `python -m ntm_core.text`")
+        self.path, self.prompts = path, json.loads(meta["prompts"])
+        self.rows = {p: (tokens[i, mask[i]], pooled[i]) for i, p in enumerate(self.prompts)}
+        self.dim, self.max_length = int(pooled.shape[-1]), int(meta.get("max_length", 0))
+        self.device = torch.device("cpu")
+
+    @staticmethod
+    def save(encoder: TextEncoder, prompts: list[str], path: str) -> None:
+        from safetensors.torch import save_file
+
+        prompts = list(dict.fromkeys(" ".join(p.split()) for p in prompts if p.strip()))
+        e = padded(encoder.embed(prompts), encoder.dim)
+        save_file({"tokens": e.tokens, "mask": e.mask, "pooled": e.pooled}, path,
+                  metadata={"prompts": json.dumps(prompts), "encoder": encoder.path,
+                            "max_length": str(encoder.max_length)})
+
+    def embed(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        keys = [" ".join(p.split()) for p in prompts]
+        unknown = [k for k in keys if k not in self.rows]
+        if unknown:
+            raise KeyError(f"{self.path} has no embedding of {unknown[:3]} ({len(self.prompts)} prompts stored)")
+        return [self.rows[k] for k in keys]
+
+    def encode(self, prompts: str | list[str]) -> TextEmbedding:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        rows = self.embed([p for p in prompts if p.strip()])[::-1]
+        return padded([rows.pop() if p.strip() else None for p in prompts], self.dim)  # "" = the null prompt
+
+    __call__ = encode
+
+
+def training_encoder(text_cfg: dict | None, device: str = "cpu"):
+    """What a training run embeds its captions with: the stored prompts of `text.embeddings` where given, else the
+    encoder `text.encoder` names."""
+    text_cfg = text_cfg or {}
+    if text_cfg.get("embeddings"):
+        stored = StoredPrompts(text_cfg["embeddings"])
+        if stored.max_length != text_cfg.get("max_length", 32):  # the encoder truncates at max_length tokens
+            raise ValueError(f"{stored.path} was embedded with max_length {stored.max_length}, the config asks for "
+                             f"{text_cfg.get('max_length', 32)}: store it again with --max-length")
+        return stored
+    return get_text_encoder(text_cfg.get("encoder"), text_cfg.get("max_length", 32), device)
+
+
+def dataset_prompts(kind: str) -> list[str]:
+    """Every caption a dataset's training (and held-out) items can carry."""
+    if kind == "shapes":
+        from .data.shapes_torch import ShapesRenderer
+
+        return ShapesRenderer("train").captions + ShapesRenderer("test").captions
+    from .data.idx import DATASETS
+
+    if kind not in DATASETS:
+        raise ValueError(f"no fixed prompt list for {kind!r}; choose from shapes, {', '.join(DATASETS)}")
+    return [DATASETS[kind](y) for y in range(10)]
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Store the text encoder's embeddings of a dataset's prompts "
+                                             "(StoredPrompts; a training run reads them with text.embeddings=FILE)")
+    ap.add_argument("--dataset", nargs="+", required=True, help="shapes, mnist, fashion-mnist")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--encoder", default=None, help="a transformers encoder folder (default: MiniLM)")
+    ap.add_argument("--max-length", type=int, default=32, help="as the config's text.max_length")
+    args = ap.parse_args(argv)
+    prompts = [p for kind in args.dataset for p in dataset_prompts(kind)]
+    StoredPrompts.save(get_text_encoder(args.encoder, args.max_length), prompts, args.out)
+    stored = StoredPrompts(args.out)
+    print(f"{args.out}: {len(stored.prompts)} prompts, {os.path.getsize(args.out) / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()

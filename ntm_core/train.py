@@ -80,10 +80,9 @@ class Trainer:
         text_dim = text_dim_for(cfg)
         self.encoder = None
         if text_dim:
-            from .text import get_text_encoder
+            from .text import training_encoder
 
-            tc = cfg.get("text") or {}
-            self.encoder = get_text_encoder(tc.get("encoder"), tc.get("max_length", 32), str(acc.device))
+            self.encoder = training_encoder(cfg.get("text"), str(acc.device))
         self.drop_prob = float((cfg.get("text") or {}).get("drop_prob", 0.0)) if text_dim else 0.0
         objective = build_objective(cfg, text_dim)
         self.params = [p for p in objective.parameters() if p.requires_grad]
