@@ -150,7 +150,8 @@ carry-mnist)
 setup)
   src=${2:?setup DIR}; mkdir -p /tmp/site
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$src"/whl/*.whl
-  [ ! -f "$src/minilm-compact.tar.xz" ] || tar -xJf "$src/minilm-compact.tar.xz" -C /tmp/site ;;
+  [ ! -f "$src/minilm-compact.tar.xz" ] || $PY -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], \
+    filter='data')" "$src/minilm-compact.tar.xz" /tmp/site ;;  # Python's own xz: no xz binary needed there
 *) echo "usage: $0 phase1|phase2|export|mnist-bpd|mnist-bpd-reference|fm|ntm|denoiser|export-default|default|" \
         "pack DIR|unpack DIR|carry DIR|carry-mnist DIR|setup DIR" >&2
    exit 2 ;;
