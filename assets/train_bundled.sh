@@ -36,6 +36,11 @@ COMMON="train.batch_size=256 train.lr=6.0e-4 train.warmup_steps=200 train.mixed_
 SHAPES=ntm_core/configs/shapes32.yaml
 PY=${PYTHON:-python3}  # the device image has python3; here, an activated venv's
 train() { $PY -m ntm_core.train "$@"; }
+wheels() {  # the packages of requirements.txt that the device image lacks, as wheels in $1/whl
+  mkdir -p "$1/whl"
+  $PY -m pip download -q --no-deps --only-binary=:all: -d "$1/whl" \
+    $(grep -E '^(diffusers|flow-matching)==' requirements.txt)
+}
 
 case "${1:-}" in
 phase1)
@@ -135,23 +140,20 @@ unpack)
   src=${2:?unpack DIR}
   for run in $(ls "$src" | sed -n 's/\.tar\.part-.*//p' | sort -u); do cat "$src/$run".tar.part-* | tar -xf -; done ;;
 carry)
-  dest=${2:?carry DIR}; mkdir -p "$dest/whl"
-  $PY -m pip download -q --no-deps --only-binary=:all: -d "$dest/whl" \
-    $(grep -E '^(diffusers|flow-matching)==' requirements.txt)
+  dest=${2:?carry DIR}; wheels "$dest"
   $PY assets/compact_encoder.py "$dest"
   du -sh "$dest" ;;
 carry-mnist)
-  dest=${2:?carry-mnist DIR}; mkdir -p "$dest/whl" "$dest/mnist"
-  $PY -m pip download -q --no-deps --only-binary=:all: -d "$dest/whl" \
-    $(grep -E '^(diffusers|flow-matching)==' requirements.txt)
+  dest=${2:?carry-mnist DIR}; wheels "$dest"; mkdir -p "$dest/mnist"
   cp "$MNIST"/train-*-idx?-ubyte* "$dest/mnist/"
   $PY -m ntm_core.text --dataset mnist --max-length 16 --out "$dest/prompts-mnist.safetensors"
   du -sh "$dest" ;;
 setup)
   src=${2:?setup DIR}; mkdir -p /tmp/site
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$src"/whl/*.whl
-  [ ! -f "$src/minilm-compact.tar.xz" ] || $PY -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], \
-    filter='data')" "$src/minilm-compact.tar.xz" /tmp/site ;;  # Python's own xz: no xz binary needed there
+  # Python's own xz: no xz binary needed there
+  [ ! -f "$src/minilm-compact.tar.xz" ] || $PY -c "import sys, tarfile
+tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" "$src/minilm-compact.tar.xz" /tmp/site ;;
 *) echo "usage: $0 phase1|phase2|export|mnist-bpd|mnist-bpd-reference|fm|ntm|denoiser|export-default|default|" \
         "pack DIR|unpack DIR|carry DIR|carry-mnist DIR|setup DIR" >&2
    exit 2 ;;

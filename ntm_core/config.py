@@ -32,7 +32,14 @@ DEFAULTS: dict = {
     },
 }
 RENDER = ("auto", "device", "cpu")
-SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 3e-4 (no dot) as a string; configs and --set values mean the number."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -46,7 +53,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> dict:
     cfg = copy.deepcopy(DEFAULTS)
     if path:
         with open(path) as f:
-            cfg = _merge(cfg, yaml.safe_load(f) or {})
+            cfg = _merge(cfg, yaml.load(f, Loader=_Loader) or {})
     for item in overrides:
         key, _, raw = item.partition("=")
         if not _:
@@ -55,10 +62,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> dict:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        value = yaml.safe_load(raw)
-        if isinstance(value, str) and SCIENTIFIC.match(value):  # YAML 1.1 reads 3e-4 (no dot) as a string
-            value = float(value)
-        node[leaf] = value
+        node[leaf] = yaml.load(raw, Loader=_Loader)
     if cfg["objective"] not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg['objective']!r}")
     if cfg["objective"] in ("fm_to_ntm", "denoiser") and not cfg["init_from"]:

@@ -109,8 +109,9 @@ class DenoiserObjective(_Objective):
         return NTMPipeline(n.transporter, n.predictor, n.schedule, self.denoiser, **self.pipeline_kwargs)
 
 
-def text_dim_for(cfg: dict) -> int:
-    """Text width of the model to build: from the init model where there is one, else the encoder's."""
+def text_dim_for(cfg: dict, device: str = "cpu") -> int:
+    """Text width of the model to build: from the init model where there is one, else the encoder's (built on
+    `device`, where the trainer then finds it in get_text_encoder's cache)."""
     if cfg["objective"] in ("fm_to_ntm", "denoiser"):
         with open(os.path.join(cfg["init_from"], "predictor", "config.json")) as f:
             return int(json.load(f).get("text_dim", 0))
@@ -118,7 +119,7 @@ def text_dim_for(cfg: dict) -> int:
         return 0
     from .text import training_encoder
 
-    return training_encoder(cfg["text"]).dim
+    return training_encoder(cfg["text"], device).dim
 
 
 def build_objective(cfg: dict, text_dim: int) -> _Objective:

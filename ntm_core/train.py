@@ -50,7 +50,6 @@ class _StopFlag:
         self.stop = True
 
 
-
 class Trainer:
     """Holds one run's state; `run()` trains to cfg.train.steps (or a stop) and returns the pipeline folder."""
 
@@ -77,7 +76,7 @@ class Trainer:
         self.seed = int(cfg["seed"])
         torch.manual_seed(self.seed)  # weight initialisation: identical on every process
 
-        text_dim = text_dim_for(cfg)
+        text_dim = text_dim_for(cfg, str(acc.device))  # the encoder it builds is the one the batches use (cached)
         self.encoder = None
         if text_dim:
             from .text import training_encoder

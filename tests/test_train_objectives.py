@@ -111,12 +111,14 @@ def test_bad_configs_are_clear_errors(tmp_path):
     assert not os.path.exists(tmp_path / "pipeline")
 
 
-def test_overrides_read_numbers_as_numbers():
+def test_overrides_read_numbers_as_numbers(tmp_path):
     from ntm_core.config import load_config
 
     cfg = load_config(None, ["train.lr=3e-4", "train.max_seconds=1E3", "train.steps=7", "name=1e-3x"])
     assert cfg["train"]["lr"] == 3e-4 and isinstance(cfg["train"]["lr"], float)  # plain YAML gives the str "3e-4"
     assert cfg["train"]["max_seconds"] == 1000.0 and cfg["train"]["steps"] == 7 and cfg["name"] == "1e-3x"
+    (tmp_path / "c.yaml").write_text("train: {lr: 2e-4, warmup_steps: 10}\n")  # config files too
+    assert load_config(str(tmp_path / "c.yaml"))["train"]["lr"] == 2e-4
 
 
 def test_data_echo_reuses_each_rendered_batch(tmp_path):
