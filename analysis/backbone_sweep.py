@@ -16,18 +16,15 @@ import pandas as pd
 import torch
 
 from analysis.backbone_latency import parse
-from analysis.benchmark import generate
-from ntm_core.report import environment, report
-from analysis.shapes_eval import score
+from analysis.score_model import score_model
 from ntm_core.config import load_config
-from ntm_core.data.shapes import eval_prompts
 from ntm_core.pipeline import load_pipeline
+from ntm_core.report import environment, report
 from ntm_core.runs import RunFolder
 from ntm_core.train import train
 
 
 def sweep(candidates, config: str, seconds: float, per_category: int, guidance: float, overrides=()) -> pd.DataFrame:
-    prompts = eval_prompts(per_category)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in candidates:
@@ -36,8 +33,7 @@ def sweep(candidates, config: str, seconds: float, per_category: int, guidance: 
             cfg = load_config(config, ["objective=fm", f"output_dir={out}", f"train.max_seconds={seconds}",
                                        *(f"model.predictor.{k}={v}" for k, v in arch.items()), *overrides])
             pipe = load_pipeline(train(cfg)).to("cuda" if torch.cuda.is_available() else "cpu")
-            images, _ = generate(pipe, [p["caption"] for p in prompts], 50, {}, guidance, 0, batch=80)
-            table = score(images.cpu(), [p["spec"] for p in prompts])
+            table = score_model(pipe, 50, {}, per_category, guidance)
             run = RunFolder(out)
             status = run.status()
             rows.append({"candidate": name, "params (M)": sum(p.numel() for p in pipe.predictor.parameters()) / 1e6,

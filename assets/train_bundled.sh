@@ -13,10 +13,12 @@
 # The next default model (issue 11: the GPU engine; not trained yet — pending a GPU session). One job at a time,
 # each call ≤ SECONDS_CAP s and resumed by the next call from its last checkpoint, shapes rendered on the GPU:
 #   bash assets/train_bundled.sh fm        # the flow-matching backbone (shapes32_fm.yaml); repeat until finished
+#                                          # FM_FROM=assets/fm-shapes32: go on from the bundled one (a later session)
 #   bash assets/train_bundled.sh ntm       # NTM finetuned from it (NTM_METHOD §5); repeat until finished
 #   bash assets/train_bundled.sh denoiser  # its self-distilled denoiser; repeat until finished
 #   bash assets/train_bundled.sh export-default   # bf16 copies: assets/fm-shapes32, assets/ntm-shapes32 (EXPORT_TO)
 #   BENCH=runs/bench-default.json bash assets/train_bundled.sh default   # all of the above, in order (see there)
+#   bash assets/train_bundled.sh snapshot DIR   # bf16 copies of the chain's models so far (a job still running too)
 #   bash assets/train_bundled.sh pack DIR  # a run's newest checkpoint + config + metrics as ≤ 15 MB parts in DIR
 #   bash assets/train_bundled.sh unpack DIR  # …restored into runs/ on the next machine (then the job resumes)
 #
@@ -85,7 +87,7 @@ fm|ntm|denoiser)
   V2=ntm_core/configs/shapes32_fm.yaml
   mkdir -p runs
   case "$1" in
-  fm) args="name=fm-shapes32 output_dir=runs/fm-shapes32 train.steps=${FM_STEPS:-20000}" ;;
+  fm) args="name=fm-shapes32 output_dir=runs/fm-shapes32 train.steps=${FM_STEPS:-20000} ${FM_FROM:+init_from=$FM_FROM}" ;;
   ntm) args="objective=fm_to_ntm name=ntm-shapes32-from-fm output_dir=runs/ntm-shapes32-from-fm
              init_from=runs/fm-shapes32/pipeline train.steps=${NTM_STEPS:-8000} train.lr=1.0e-4" ;;
   denoiser) args="objective=denoiser name=ntm-shapes32-denoiser output_dir=runs/ntm-shapes32-denoiser
@@ -119,7 +121,9 @@ for var, objective, minutes, default in (("FM_STEPS", "fm", "FM_MIN", 11), ("NTM
 PYEOF
   fi
   cat runs/default-steps.env; . runs/default-steps.env; export FM_STEPS NTM_STEPS DEN_STEPS
-  # a job that fails (a NaN loss: the trainer stops before checkpointing it) goes on in float32 from its last checkpoint
+  # a job that fails (a NaN loss: the trainer stops before checkpointing it) goes on in float32 from its last checkpoint;
+  # each finished job is scored where it trained (runs/score-*.json), beside the next job (the GPU has room for both),
+  # so a session knows at once whether it draws
   for job in fm:fm-shapes32 ntm:ntm-shapes32-from-fm denoiser:ntm-shapes32-denoiser; do
     extra=${EXTRA:-}
     until grep -q '"state": "finished"' runs/${job#*:}/status.json 2>/dev/null; do
@@ -128,8 +132,24 @@ PYEOF
         extra="$extra train.mixed_precision=no"
         echo "${job%%:*} failed; going on in float32 from its last checkpoint"; }
     done
+    case ${job%%:*} in
+    fm) scores="fm-euler50:--steps:50 fm-euler4:--steps:4 fm-gauss4:--steps:4:--option:sampler=gaussian:denoise=score" ;;
+    ntm) scores="ntm4-score:--steps:4:--option:denoise=score" ;;
+    denoiser) scores="ntm4-learned:--steps:4:--option:denoise=learned" ;;
+    esac  # name:its arguments, ':' for ' ' 
+    for s in $scores; do
+      [ -f runs/score-${s%%:*}.json ] || $PY -m analysis.score_model runs/${job#*:}/pipeline ${SCORE_ARGS:-} \
+        $(tr ':' ' ' <<< "${s#*:}") --out runs/score-${s%%:*} 2>&1 | grep -A7 "^# " || echo "scoring ${s%%:*} failed"
+    done &
   done
+  wait
   bash "$0" export-default ;;
+snapshot)
+  # the default chain's models as they are now (a stopped or finished run's pipeline/), bf16, with their records
+  dest=${2:?snapshot DIR}; mkdir -p "$dest"
+  for m in fm-shapes32:fm-shapes32 ntm-shapes32-from-fm:ntm-shapes32-from-fm ntm-shapes32-denoiser:ntm-shapes32; do
+    [ ! -f runs/${m%%:*}/pipeline/model_index.json ] || $PY -m ntm_core.export runs/${m%%:*}/pipeline "$dest/${m#*:}"
+  done ;;
 pack)
   # the device returns ≤ 8 files of ≤ 16 MiB: one tar of the run's newest checkpoint, cut into 15 MB parts
   run=${RUN:?RUN=runs/<job>}; dest=${2:?pack DIR}; mkdir -p "$dest"
@@ -155,6 +175,6 @@ setup)
   [ ! -f "$src/minilm-compact.tar.xz" ] || $PY -c "import sys, tarfile
 tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" "$src/minilm-compact.tar.xz" /tmp/site ;;
 *) echo "usage: $0 phase1|phase2|export|mnist-bpd|mnist-bpd-reference|fm|ntm|denoiser|export-default|default|" \
-        "pack DIR|unpack DIR|carry DIR|carry-mnist DIR|setup DIR" >&2
+        "snapshot DIR|pack DIR|unpack DIR|carry DIR|carry-mnist DIR|setup DIR" >&2
    exit 2 ;;
 esac

@@ -12,7 +12,9 @@ DEFAULTS: dict = {
     "objective": "ntm",  # ntm | gauss | fm | fm_to_ntm | denoiser
     "output_dir": "runs/run",
     "seed": 0,
-    "init_from": None,  # a pipeline folder: the FM model (fm_to_ntm) or the NTM (denoiser)
+    # a pipeline folder: the FM model (fm_to_ntm), the NTM (denoiser), or a model of the objective's own kind to go
+    # on training (fm, ntm, gauss: a warm start, new optimizer and schedule)
+    "init_from": None,
     # render: where shapes are drawn — "device" (batched torch on the training device, captions embedded once),
     # "cpu" (ShapesDataset in DataLoader workers), "auto" (device on a GPU, cpu otherwise); categories: a subset
     "data": {"kind": "shapes", "root": None, "image_size": 32, "channels": 3, "render": "auto", "categories": None},

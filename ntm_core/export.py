@@ -1,16 +1,20 @@
 """Export a trained pipeline folder for bundling: weights cast to bf16/fp16 (half the bytes), config unchanged.
 `load_pipeline` computes in float32 again, so a bundle behaves like its source up to the rounding of the weights.
+The bundle takes the training records along (training/: config, status, metrics, and its init model's under
+training/init/), which the app reads (the dataset's prompts) and a model card sums up (analysis.model_card).
 
     python -m ntm_core.export runs/ntm-shapes32/pipeline assets/ntm-shapes32 --dtype bf16
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
 from .checkpoint import atomic_dir
 from .pipeline import load_pipeline
+from .runs import copy_records
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -21,6 +25,7 @@ def export_pipeline(src: str, dst: str, dtype: str = "bf16") -> str:
     pipe = load_pipeline(src, dtype=DTYPES[dtype])
     with atomic_dir(dst) as tmp:
         pipe.save_pretrained(tmp)
+        copy_records(src, os.path.join(tmp, "training"))
     return dst
 
 

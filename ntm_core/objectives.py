@@ -6,6 +6,11 @@
   fm_to_ntm  NTM initialised from an FM model (NTM_METHOD §5) + λ‖μ_P − μ_FM‖² against the frozen FM model
   denoiser   the self-distilled denoiser: u at t_min → the NTM's own trajectory-score-denoised image
 
+With `init_from`, fm, ntm and gauss start from a trained pipeline of their own kind (a warm start: its networks and
+weights, a new optimizer and schedule), so that training a bundled model goes on in a later session on another
+machine — a full checkpoint (optimizer moments included) is too large to move between the project's machines.
+The networks' architecture is then the init model's; model.* settings that ask for another one are an error.
+
 forward(x0, text, num_steps, generator, aux_weight) → (loss, metrics); the loss is per dimension so its scale
 does not depend on image size or K. `pipeline()` is the objective's model as the pipeline the app loads; an
 objective exports itself, so the trainer needs to know none of them. `build_objective(cfg)` picks one.
@@ -112,7 +117,7 @@ class DenoiserObjective(_Objective):
 def text_dim_for(cfg: dict, device: str = "cpu") -> int:
     """Text width of the model to build: from the init model where there is one, else the encoder's (built on
     `device`, where the trainer then finds it in get_text_encoder's cache)."""
-    if cfg["objective"] in ("fm_to_ntm", "denoiser"):
+    if cfg.get("init_from"):
         with open(os.path.join(cfg["init_from"], "predictor", "config.json")) as f:
             return int(json.load(f).get("text_dim", 0))
     if not cfg.get("text"):
@@ -122,33 +127,79 @@ def text_dim_for(cfg: dict, device: str = "cpu") -> int:
     return training_encoder(cfg["text"], device).dim
 
 
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def check_architecture(part: str, configured: dict, model, ignore=()) -> None:
+    """A model loaded from init_from must be the one the config describes: a model.<part> setting (or the data's
+    image size) that differs is an error, not silently overridden."""
+    have = model.config
+    clash = [f"{k}: {v!r} in the config, {have[k]!r} in init_from" for k, v in (configured or {}).items()
+             if k in have and k not in ignore and _plain(v) != _plain(have[k])]
+    if clash:
+        raise ValueError(f"init_from's {part} is not the one the config describes ({'; '.join(clash)}); remove "
+                         f"those model.{part} settings to train the init model's architecture, or start from scratch")
+
+
+def init_pipeline(cfg: dict, kind: type, what: str):
+    """The pipeline in cfg.init_from, checked to be of `kind` and to read the text as the config says."""
+    init = load_pipeline(cfg["init_from"])
+    if not isinstance(init, kind):
+        raise ValueError(f"{cfg['objective']} needs {what} in init_from, got {type(init).__name__} "
+                         f"({cfg['init_from']})")
+    text = cfg.get("text") or {}
+    want, have = text.get("max_length", 32), init.config.text_max_length
+    if text and want != have:
+        raise ValueError(f"init_from reads prompts as {have} tokens, the config as {want} (text.max_length)")
+    return init
+
+
+def _warm_ntm(cfg: dict, shape: dict) -> NTM:
+    """ntm / gauss going on from a trained NTM pipeline (its denoiser, if any, is left behind: it would no longer
+    match the NTM it was distilled from)."""
+    m, gauss = cfg["model"], cfg["objective"] == "gauss"
+    init = init_pipeline(cfg, NTMPipeline, "an NTM pipeline")
+    if gauss != init.transporter.is_identity:
+        raise ValueError(f"objective {cfg['objective']} cannot go on from "
+                         f"{'an NTM with a transporter' if gauss else 'a Gaussian-only model (no transporter)'}")
+    check_architecture("transporter", dict(m["transporter"], **shape), init.transporter,
+                       ignore=("num_blocks",) if gauss else ())
+    check_architecture("predictor", dict(m["predictor"], **shape), init.predictor)
+    check_architecture("schedule", m["schedule"], init.scheduler, ignore=("train_num_steps",))
+    schedule = {k: v for k, v in init.scheduler.config.items() if not k.startswith("_")}
+    schedule["train_num_steps"] = m["schedule"].get("train_num_steps", schedule["train_num_steps"])
+    return NTM(init.transporter, init.predictor, TrajectorySchedule(**schedule))
+
+
 def build_objective(cfg: dict, text_dim: int) -> _Objective:
     """The objective `cfg` names, with its networks built from cfg.model (or loaded from cfg.init_from)."""
     obj, m, d = cfg["objective"], cfg["model"], cfg["data"]
     shape = {"sample_size": d["image_size"], "in_channels": d["channels"]}
-    if obj in ("ntm", "gauss"):
+    if obj in ("ntm", "gauss") and cfg["init_from"]:
+        out = NTMObjective(_warm_ntm(cfg, shape))
+    elif obj in ("ntm", "gauss"):
         tcfg = dict(m["transporter"], **shape, text_dim=text_dim)
         if obj == "gauss":
             tcfg["num_blocks"] = 0
         out = NTMObjective(NTM(Transporter(**tcfg), Predictor(**dict(m["predictor"], **shape, text_dim=text_dim)),
                                TrajectorySchedule(**m["schedule"])))
+    elif obj == "fm" and cfg["init_from"]:
+        predictor = init_pipeline(cfg, FlowMatchingPipeline, "a flow-matching pipeline").predictor
+        check_architecture("predictor", dict(m["predictor"], **shape), predictor, ignore=("markov",))
+        out = FlowMatchingObjective(predictor)
     elif obj == "fm":
         out = FlowMatchingObjective(Predictor(**dict(m["predictor"], **shape, text_dim=text_dim, markov=True,
                                                      s_conditioning=False)))
     elif obj == "fm_to_ntm":
-        init = load_pipeline(cfg["init_from"])
-        if not isinstance(init, FlowMatchingPipeline):
-            raise ValueError(f"fm_to_ntm needs a flow-matching pipeline in init_from, got {type(init).__name__}")
-        fm = init.predictor
+        fm = init_pipeline(cfg, FlowMatchingPipeline, "a flow-matching pipeline").predictor
         tcfg = dict(m["transporter"], sample_size=fm.config.sample_size, in_channels=fm.config.in_channels,
                     text_dim=fm.config.text_dim)
         # Markov, whatever model.predictor says: only then is step 0 exactly the FM model (NTM_METHOD §3, §5)
         ntm = ntm_from_flow_matching(fm, Transporter(**tcfg), TrajectorySchedule(**m["schedule"]), markov=True)
         out = NTMObjective(ntm, frozen_fm=copy.deepcopy(fm))
     elif obj == "denoiser":
-        init = load_pipeline(cfg["init_from"])
-        if not isinstance(init, NTMPipeline):
-            raise ValueError(f"denoiser needs an NTM pipeline in init_from, got {type(init).__name__}")
+        init = init_pipeline(cfg, NTMPipeline, "an NTM pipeline")
         pc = init.predictor.config
         # the skip u/α_{t_0} is the right start only while f_T = identity; a trained transporter's u is far from x
         skip = 1.0 / (1.0 - init.scheduler.config.t_min) if init.transporter.is_identity else 0.0

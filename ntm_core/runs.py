@@ -7,11 +7,16 @@ model registry read it.
     <run>/checkpoints/       step-N folders (ntm_core.checkpoint)
     <run>/pipeline/          the finished model (EMA weights), loadable by the app
     <run>/.lock              the live trainer's pid
+
+A bundled model keeps its run's records (config, status, metrics) in <bundle>/training/, and those of the model it
+was initialised from in training/init/, and so on: its lineage, which a model card sums up (hardware, minutes,
+samples seen, precision of every stage).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pandas as pd
 import yaml
@@ -128,3 +133,35 @@ class RunFolder:
     def unlock(self) -> None:
         if os.path.exists(self.lock_path):
             os.remove(self.lock_path)
+
+
+RECORDS = ("config.yaml", "status.json", "metrics.jsonl")
+
+
+def copy_records(pipeline: str, dest: str) -> bool:
+    """Copy the training records behind a pipeline folder into `dest` (a bundle's training/): those of the run it
+    came from (<run>/pipeline) or of a bundle (its training/), with its init model's under init/. False if none."""
+    bundled = os.path.join(pipeline, "training")
+    if os.path.exists(os.path.join(bundled, "config.yaml")):
+        shutil.copytree(bundled, dest, dirs_exist_ok=True)
+        return True
+    run = RunFolder(os.path.dirname(os.path.abspath(pipeline)))
+    if not os.path.exists(run.config_path):
+        return False
+    os.makedirs(dest, exist_ok=True)
+    for name in RECORDS:
+        if os.path.exists(os.path.join(run.path, name)):
+            shutil.copy2(os.path.join(run.path, name), os.path.join(dest, name))
+    init = run.config().get("init_from")
+    if init and os.path.isdir(init):  # a path as the trainer read it (relative to the run's working directory)
+        copy_records(init, os.path.join(dest, "init"))
+    return True
+
+
+def lineage(bundle: str) -> list[RunFolder]:
+    """The runs behind a bundle, its own first, then the model it was initialised from, and so on."""
+    out, folder = [], os.path.join(bundle, "training")
+    while os.path.exists(os.path.join(folder, "config.yaml")):
+        out.append(RunFolder(folder))
+        folder = os.path.join(folder, "init")
+    return out

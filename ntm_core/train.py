@@ -94,6 +94,7 @@ class Trainer:
         self.module = acc.unwrap_model(self.objective)
 
         self.step, self.samples = 0, 0
+        self._seconds, self._since = 0.0, None  # training time of earlier runs of this job; this run's loop start
         run = self.run_folder
         if self.main:
             run.lock()
@@ -103,6 +104,7 @@ class Trainer:
                 if found:
                     state, path = self._load_newest_good(found)
                     self.step, self.samples = int(state["step"]), int(state.get("samples", 0))
+                    self._seconds = float(state.get("train_seconds", 0.0))
                     acc.print(f"resumed from {path} at step {self.step}")
                 else:
                     acc.print(f"--resume: no checkpoint in {run.checkpoints_dir}; starting from step 0")
@@ -121,10 +123,15 @@ class Trainer:
         ntm = getattr(self.module, "ntm", None)
         self.schedule = ntm.schedule if ntm is not None else None  # the flow-matching objective has no K
 
+    def train_seconds(self) -> float:
+        """Seconds in the training loop over every run of this job (resumes included): what a model card reports."""
+        return self._seconds + (0.0 if self._since is None else time.perf_counter() - self._since)
+
     def status(self, state: str, **extra) -> None:
         if self.main:
             self.run_folder.write_status(state, step=self.step, total_steps=self.t["steps"], device=self.device_desc,
-                                         objective=self.cfg["objective"], samples=self.samples, **extra)
+                                         objective=self.cfg["objective"], samples=self.samples,
+                                         train_seconds=round(self.train_seconds(), 3), **extra)
 
     def _save_ema_pipeline(self, path: str) -> None:
         if self.ema is not None:
@@ -150,9 +157,9 @@ class Trainer:
 
     def checkpoint(self) -> None:
         if self.main:
+            state = {"samples": self.samples, "objective": self.cfg["objective"], "train_seconds": self.train_seconds()}
             save_checkpoint(self.run_folder.checkpoints_dir, self.step, self.module, self.optimizer.optimizer,
-                            self.lr_scheduler, self.ema, {"samples": self.samples, "objective": self.cfg["objective"]},
-                            self._save_ema_pipeline, max_shard_mb=self.t["shard_mb"])
+                            self.lr_scheduler, self.ema, state, self._save_ema_pipeline, max_shard_mb=self.t["shard_mb"])
             prune_checkpoints(self.run_folder.checkpoints_dir, self.t["keep_checkpoints"])
         self.accelerator.wait_for_everyone()
 
@@ -238,7 +245,7 @@ class Trainer:
                   f"{sum(p.numel() for p in self.params):,} trainable parameters; steps {self.step} → {t['steps']}")
         bar = tqdm(total=t["steps"], initial=self.step, disable=not self.main, desc=self.cfg["name"],
                    dynamic_ncols=True)
-        start = since = time.perf_counter()
+        start = since = self._since = time.perf_counter()
         self._open_batches()
         self.objective.train()
         pending = []

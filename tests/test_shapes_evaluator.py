@@ -57,3 +57,34 @@ def test_detects_kinds_colours_and_counts():
             found = detect_objects(img)
             assert [(o["colour"], o["kind"]) for o in found] == [("yellow", kind)] * n
     assert to_uint8(np.full((3, 4, 4), 1.0, np.float32)).max() == 255
+
+
+def test_score_model_pairs_each_image_with_its_own_prompt():
+    """A 'model' that draws exactly what each caption asks scores 1.0 through score_model (in batches that do not
+    divide the prompt count); the same model drawing the *next* prompt's picture, far lower."""
+    import torch
+
+    from analysis.score_model import score_model
+    from ntm_core.data.shapes import Spec, eval_prompts, from_uint8
+
+    prompts = eval_prompts(4)
+    spec_of = {p["caption"]: Spec.from_dict(p["spec"]) for p in prompts}
+    assert len(spec_of) == len(prompts)  # each caption names one spec
+
+    class Drawer:
+        def __init__(self, shift):
+            self.shift, self.calls = shift, []
+
+        def __call__(self, captions, num_inference_steps, guidance_scale, generator, output_type, **options):
+            self.calls.append((len(captions), num_inference_steps, options))
+            keys = list(spec_of)
+            pick = [keys[(keys.index(c) + self.shift) % len(keys)] for c in captions]
+            imgs = [from_uint8(render(spec_of[c], np.random.default_rng(i))[0]) for i, c in enumerate(pick)]
+            return type("Out", (), {"images": torch.stack(imgs)})()
+
+    right = Drawer(0)
+    table = score_model(right, 4, {"denoise": "score"}, per_category=4, batch=7)
+    assert table.loc["overall", "score"] == 1.0 and table.loc["overall", "n"] == len(prompts)
+    assert [c[0] for c in right.calls] == [7] * (len(prompts) // 7) + [len(prompts) % 7]
+    assert all(c[1:] == (4, {"denoise": "score"}) for c in right.calls)
+    assert score_model(Drawer(1), 4, per_category=4, batch=7).loc["overall", "score"] < 0.5

@@ -144,3 +144,87 @@ def test_data_echo_reuses_each_rendered_batch(tmp_path):
     out = tmp_path / "b"
     run_tiny(out, "train.data_echo=2", "train.steps=5", "train.checkpoint_every=100")
     assert [m["step"] for m in metrics(out)] == [1, 2, 3, 4, 5]
+
+
+def _first_loss(out_dir) -> float:
+    return metrics(out_dir)[0]["loss"]
+
+
+def _arch(model) -> dict:
+    return {k: v for k, v in model.config.items() if not k.startswith("_")}
+
+
+def test_flow_matching_goes_on_from_a_bundled_model(fm_run, tmp_path):
+    """A warm start (init_from of the objective's own kind): the run begins at the init model's weights, so its
+    first loss, on the same first batch as the run from scratch, is already lower; the architecture comes along."""
+    from ntm_core.export import export_pipeline
+
+    out, folder = fm_run
+    bundle = export_pipeline(folder, str(tmp_path / "bundle"))  # bf16, as assets/ holds it
+    warm = tmp_path / "warm"
+    pipe = load_pipeline(run_tiny(warm, "objective=fm", f"init_from={bundle}", *STEPS))
+    assert _first_loss(warm) < 0.9 * _first_loss(out)
+    assert _arch(pipe.predictor) == _arch(load_pipeline(bundle).predictor)
+
+
+def test_a_warm_start_begins_exactly_at_the_init_weights(fm_run, ntm_run):
+    from ntm_core.objectives import build_objective
+
+    from .train_helpers import tiny_config
+
+    for run, objective, attr in ((fm_run, "fm", "predictor"), (ntm_run, "ntm", "ntm")):
+        cfg = tiny_config("unused", f"objective={objective}", f"init_from={run[1]}")
+        built = getattr(build_objective(cfg, text_dim=384), attr).state_dict()
+        init = load_pipeline(run[1])
+        want = init.predictor.state_dict() if objective == "fm" else {
+            **{f"transporter.{k}": v for k, v in init.transporter.state_dict().items()},
+            **{f"predictor.{k}": v for k, v in init.predictor.state_dict().items()}}
+        assert built.keys() == want.keys() and all(torch.equal(built[k], want[k]) for k in want)
+
+
+def test_ntm_goes_on_from_an_ntm(ntm_run, tmp_path):
+    out, folder = ntm_run
+    warm = tmp_path / "warm"
+    pipe = load_pipeline(run_tiny(warm, "objective=ntm", f"init_from={folder}", *STEPS))
+    assert _first_loss(warm) < 0.9 * _first_loss(out)
+    assert _arch(pipe.transporter) == _arch(load_pipeline(folder).transporter)
+
+
+def test_warm_starts_that_cannot_work_are_clear_errors(fm_run, ntm_run, tmp_path):
+    """Another kind of model, an architecture the config contradicts, another prompt length: refused before
+    anything is written."""
+    for objective, init, match in (("fm", ntm_run[1], "needs a flow-matching pipeline"),
+                                   ("ntm", fm_run[1], "needs an NTM pipeline"),
+                                   ("gauss", ntm_run[1], "cannot go on from an NTM with a transporter")):
+        with pytest.raises(ValueError, match=match):
+            run_tiny(tmp_path / objective, f"objective={objective}", f"init_from={init}", *STEPS)
+    with pytest.raises(ValueError, match="width: 64 in the config, 32 in init_from"):
+        run_tiny(tmp_path / "w", "objective=fm", f"init_from={fm_run[1]}", "model.predictor.width=64", *STEPS)
+    with pytest.raises(ValueError, match="t_min"):
+        run_tiny(tmp_path / "t", "objective=ntm", f"init_from={ntm_run[1]}", "model.schedule.t_min=0.1", *STEPS)
+    with pytest.raises(ValueError, match="max_length"):
+        run_tiny(tmp_path / "m", "objective=fm", f"init_from={fm_run[1]}", "text.max_length=8", *STEPS)
+    assert not any((tmp_path / d / "pipeline").exists() for d in ("fm", "ntm", "gauss", "w", "t", "m"))
+
+
+def test_a_bundle_carries_its_lineage_and_the_model_card_sums_it(fm_run, tmp_path):
+    """fm → NTM finetuned from it, exported: training/ holds the finetune's records and training/init/ the FM's;
+    the model card's table reads both stages and their total; a bundle exported again keeps them."""
+    from analysis.model_card import training_table
+    from ntm_core.export import export_pipeline
+    from ntm_core.runs import RunFolder, lineage
+
+    fm_out, fm_folder = fm_run
+    ft = tmp_path / "ft"
+    bundle = export_pipeline(run_tiny(ft, "objective=fm_to_ntm", f"init_from={fm_folder}", *STEPS),
+                             str(tmp_path / "bundle"))
+    assert [r.config()["objective"] for r in lineage(bundle)] == ["fm_to_ntm", "fm"]
+    again = export_pipeline(bundle, str(tmp_path / "again"))
+    table = training_table(again)
+    fm_status, ft_status = RunFolder(str(fm_out)).status(), RunFolder(str(ft)).status()
+    assert list(table["objective"][:2]) == ["fm", "fm_to_ntm"] and table["stage"].iloc[-1] == "total"
+    assert list(table["samples seen"]) == [fm_status["samples"], ft_status["samples"],
+                                           fm_status["samples"] + ft_status["samples"]]
+    assert table["minutes"].iloc[-1] == pytest.approx(table["minutes"].iloc[0] + table["minutes"].iloc[1])
+    assert (table["precision"][:2] == "no").all()
+    assert load_pipeline(again).__class__ is NTMPipeline

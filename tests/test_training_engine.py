@@ -102,9 +102,12 @@ def test_a_time_budget_stops_the_run_unfinished_and_resume_finishes_it(tmp_path)
     assert status["state"] == "stopped" and status["reason"] == "time budget", status
     assert status["step"] == 1 and status["total_steps"] == 3
     assert pipe == run.pipeline_path and run.has_pipeline
+    first = status["train_seconds"]
     train(tiny_config(out, "train.steps=3"), resume=True)
     status = run.status()
     assert status["state"] == "finished" and status["step"] == 3
+    # the job's training time counts on over the resume (a model card's minutes), not from zero again
+    assert status["train_seconds"] > first > 0 and status["train_seconds"] > status["seconds"]
     assert [m["step"] for m in metrics(out)] == [1, 2, 3]
     single = tmp_path / "single"  # over budget on its only step: that step ends the schedule, so it is finished
     run_tiny(single, "train.steps=1", "train.max_seconds=1e-9")

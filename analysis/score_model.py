@@ -1,0 +1,59 @@
+"""Score one model on the held-out prompts with the evaluator (analysis.shapes_eval), on the machine at hand: the
+check a training recipe runs after each job, where it trained (on the GPU when there is one), so that a session
+knows at once whether a model draws. analysis.benchmark is the full table (all rows, likelihoods, CPU speed).
+
+    python -m analysis.score_model runs/fm-shapes32/pipeline --steps 50 --out runs/score-fm
+    python -m analysis.score_model assets/ntm-shapes32 --steps 4 --option denoise=learned
+
+Default steps: 50 Euler steps for a flow-matching model, 4 for an NTM (with its default final step).
+"""
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import torch
+
+from analysis.benchmark import generate
+from analysis.shapes_eval import score
+from ntm_core.data.shapes import eval_prompts
+from ntm_core.pipeline import NTMPipeline, load_pipeline
+from ntm_core.report import environment, report
+
+
+def score_model(pipe, steps: int, options: dict | None = None, per_category: int = 32, guidance: float = 3.0,
+                seed: int = 0, batch: int = 80) -> pd.DataFrame:
+    """The evaluator's table (score and colour match per category and overall) for `pipe` at `steps`."""
+    prompts = eval_prompts(per_category, seed)
+    images, _ = generate(pipe, [p["caption"] for p in prompts], steps, options or {}, guidance, seed, batch)
+    return score(list(images.float().cpu()), [p["spec"] for p in prompts])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="a pipeline folder (a bundle in assets/ or a run's pipeline/)")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="the pipeline call's options, e.g. denoise=score or sampler=gaussian")
+    ap.add_argument("--per-category", type=int, default=32)
+    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="also write <out>.json/.csv/.md")
+    a = ap.parse_args(argv)
+    options = {}
+    for item in a.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--option expects key=value, got {item!r}")
+        options[key] = value
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = load_pipeline(a.model).to(device)
+    steps = a.steps or (4 if isinstance(pipe, NTMPipeline) else 50)
+    table = score_model(pipe, steps, options, a.per_category, a.guidance, a.seed).reset_index()
+    report(table, f"{a.model} at {steps} steps {options or ''} on the held-out prompts",
+           environment(model=a.model, steps=steps, options=options, per_category=a.per_category,
+                       guidance=a.guidance, seed=a.seed), a.out, digits=3)
+
+
+if __name__ == "__main__":
+    main()
