@@ -139,10 +139,20 @@ class CaptionTable:
         return TextEmbedding(e.tokens[ids], e.mask[ids], e.pooled[ids])
 
 
-@functools.lru_cache(maxsize=4)
+_ENCODERS_LOCK = threading.Lock()
+
+
 def get_text_encoder(path: str | None = None, max_length: int = 32, device: str = "cpu") -> TextEncoder:
-    """One shared encoder per (path, max_length) in a process: pipelines and the app load it once."""
-    return TextEncoder(path if path not in (None, "", "minilm") else None, max_length=max_length, device=device)
+    """One shared encoder per (path, max_length, device) in a process: pipelines and the app load it once — also
+    when the app's first requests ask at the same moment (an unguarded cache built two in parallel; a browser test
+    saw the app stall right after)."""
+    with _ENCODERS_LOCK:
+        return _shared_encoder(path if path not in (None, "", "minilm") else None, max_length, device)
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_encoder(path: str | None, max_length: int, device: str) -> TextEncoder:
+    return TextEncoder(path, max_length=max_length, device=device)
 
 
 class StoredPrompts:

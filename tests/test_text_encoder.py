@@ -71,3 +71,30 @@ def test_cache_keys_on_what_the_encoder_reads():
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.pooled, b.pooled)
     c = enc.encode("a blue circle")
     assert len(enc._cache) == 2 and not torch.equal(c.pooled, a.pooled)
+
+
+def test_concurrent_first_requests_share_one_encoder(monkeypatch):
+    """The app's first requests arrive together (the example grid and a user's Generate): the encoder is built once
+    and both get it."""
+    import threading
+    import time
+
+    from ntm_core import text
+
+    built = []
+
+    class Slow:
+        def __init__(self, path, max_length, device):
+            built.append(path)
+            time.sleep(0.3)  # loading takes time: the second request arrives meanwhile
+
+    monkeypatch.setattr(text, "TextEncoder", Slow)
+    text._shared_encoder.cache_clear()
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(text.get_text_encoder("some/folder", 7))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    text._shared_encoder.cache_clear()  # the fake must not serve later tests
+    assert len(built) == 1 and len(got) == 4 and all(g is got[0] for g in got)
