@@ -49,8 +49,12 @@ def main(argv=None) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(a.model).to(device)
     steps = a.steps or (4 if isinstance(pipe, NTMPipeline) else 50)
-    table = score_model(pipe, steps, options, a.per_category, a.guidance, a.seed).reset_index()
-    report(table, f"{a.model} at {steps} steps {options or ''} on the held-out prompts",
+    try:
+        table = score_model(pipe, steps, options, a.per_category, a.guidance, a.seed).reset_index()
+    except (TypeError, ValueError) as e:  # an option the pipeline does not take, or a value it refuses
+        ap.error(f"{a.model}: {e}")
+    settings = f"{steps} steps" + (f", {options}" if options else "")
+    report(table, f"{a.model} at {settings} on the held-out prompts",
            environment(model=a.model, steps=steps, options=options, per_category=a.per_category,
                        guidance=a.guidance, seed=a.seed), a.out, digits=3)
 
