@@ -35,7 +35,6 @@ from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
 from ntm_core.trajectory import LN2, continue_trajectory
 
 
-
 def _timed(fn):
     start = time.perf_counter()
     out = fn()

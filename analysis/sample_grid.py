@@ -1,13 +1,9 @@
-"""What the shapes models draw, as one picture: a row per sampler setting, a column per held-out prompt (fixed seeds,
-the benchmark's prompts), each image framed green where the evaluator accepts it and red where it does not, and the
-row's accepted count beside it — the table's score, seen.
+"""What the shapes models draw, as one picture: a row per row of the benchmark's table (analysis.benchmark.ROWS: the
+same sampler settings), a column per held-out prompt (fixed seeds), each image framed green where the evaluator
+accepts it and red where it does not, and the row's accepted count beside it — the table's score, seen.
 
     python -m analysis.sample_grid --model fm=assets/fm-shapes32 --model ntm=assets/ntm-shapes32 \
         --per-category 2 --out docs/samples-shapes.png
-
-Rows per model key (as analysis.benchmark names them): fm — Euler at 50 and 4 steps, and the 4-step Gaussian sampler
-with its Tweedie step; ntm — 4 steps with the learned denoiser (if it has one) and with score denoising, and 1 step;
-ntm_from_fm, gauss — 4 steps, score denoising.
 """
 from __future__ import annotations
 
@@ -19,20 +15,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from analysis.benchmark import generate
+from analysis.benchmark import ROWS, generate
 from analysis.shapes_eval import check
 from ntm_core.data.shapes import eval_prompts
 from ntm_core.images import to_uint8
 from ntm_core.pipeline import load_pipeline
 
-ROWS = {  # (label, steps, the pipeline call's options)
-    "fm": [("FM, Euler", 50, {}), ("FM, Euler", 4, {}),
-           ("FM as Gaussian sampler + score", 4, {"sampler": "gaussian", "denoise": "score"})],
-    "ntm": [("NTM + learned denoiser", 4, {"denoise": "learned"}), ("NTM + score denoising", 4, {"denoise": "score"}),
-            ("NTM + learned denoiser", 1, {"denoise": "learned"})],
-    "ntm_from_fm": [("NTM from FM + score", 4, {"denoise": "score"})],
-    "gauss": [("Gaussian-only + score", 4, {"denoise": "score"})],
-}
 CELL, BORDER, LABEL_W, HEAD_H = 96, 4, 190, 64
 PASS, FAIL, INK, PAPER = (0, 160, 60), (210, 40, 40), (20, 20, 20), (255, 255, 255)
 

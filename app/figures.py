@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 from ntm_core.images import to_uint8
 from ntm_core.model import NTMSample, TrajectoryNLL
 
+
 def nll_parts_figure(nll: TrajectoryNLL, index: int = 0, title: str = "") -> go.Figure:
     df = nll.parts_bits_per_dim(index)
     steps = df[df["step"] != "prior"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gradio as gr
 import torch
 
-
 from .figures import latent_heatmap_figure, latent_histogram_figure, latent_panels, latent_stats_table
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, model_picker, model_problem, number_problem,
                       pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show, user_errors,

@@ -15,7 +15,7 @@ import torch
 
 from ntm_core.data import caption_vocabulary, example_prompts
 from ntm_core.pipeline import MODEL_INDEX, FlowMatchingPipeline, NTMPipeline, load_pipeline, model_index
-from ntm_core.runs import RunFolder
+from ntm_core.runs import RunFolder, training_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
@@ -96,13 +96,9 @@ def model_info(label: str, folder: str) -> ModelInfo:
     index = model_index(folder) or {}
     is_ntm = index.get("_class_name") == NTMPipeline.__name__
     transporter = _read_json(os.path.join(folder, "transporter", "config.json"))
-    # the training config: bundled next to the weights (training/), or the run folder the pipeline sits in
-    dataset = None
-    for run in (RunFolder(os.path.join(folder, "training")), RunFolder(os.path.dirname(folder))):
-        data = run.config().get("data")
-        if isinstance(data, dict):
-            dataset = data.get("kind")
-            break
+    run = training_records(folder)  # the training config: bundled (training/), or the run folder around it
+    data = run.config().get("data") if run is not None else None
+    dataset = data.get("kind") if isinstance(data, dict) else None
     return ModelInfo(label, is_ntm, has_denoiser=bool(is_ntm and (index.get("denoiser") or [None])[0]),
                      gaussian_only=bool(is_ntm and transporter.get("num_blocks", 1) == 0), dataset=dataset,
                      vocabulary=caption_vocabulary(dataset))

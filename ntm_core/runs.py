@@ -138,16 +138,24 @@ class RunFolder:
 RECORDS = ("config.yaml", "status.json", "metrics.jsonl")
 
 
+def training_records(pipeline: str) -> RunFolder | None:
+    """The records of the run behind a pipeline folder: a bundle's training/, or the run folder a trainer's
+    <run>/pipeline sits in; None when it has neither."""
+    for path in (os.path.join(pipeline, "training"), os.path.dirname(os.path.abspath(pipeline))):
+        if os.path.exists(os.path.join(path, "config.yaml")):
+            return RunFolder(path)
+    return None
+
+
 def copy_records(pipeline: str, dest: str) -> bool:
-    """Copy the training records behind a pipeline folder into `dest` (a bundle's training/): those of the run it
-    came from (<run>/pipeline) or of a bundle (its training/), with its init model's under init/. False if none."""
-    bundled = os.path.join(pipeline, "training")
-    if os.path.exists(os.path.join(bundled, "config.yaml")):
-        shutil.copytree(bundled, dest, dirs_exist_ok=True)
-        return True
-    run = RunFolder(os.path.dirname(os.path.abspath(pipeline)))
-    if not os.path.exists(run.config_path):
+    """Copy the training records behind a pipeline folder into `dest` (a bundle's training/), with its init model's
+    under init/: a bundle's lineage as it is, a run's records and then its init_from's. False if there are none."""
+    run = training_records(pipeline)
+    if run is None:
         return False
+    if run.path == os.path.join(pipeline, "training"):  # a bundle: its lineage is already assembled
+        shutil.copytree(run.path, dest, dirs_exist_ok=True)
+        return True
     os.makedirs(dest, exist_ok=True)
     for name in RECORDS:
         if os.path.exists(os.path.join(run.path, name)):

@@ -206,13 +206,14 @@ def training_encoder(text_cfg: dict | None, device: str = "cpu"):
     """What a training run embeds its captions with: the stored prompts of `text.embeddings` where given, else the
     encoder `text.encoder` names."""
     text_cfg = text_cfg or {}
+    max_length = text_cfg.get("max_length", 32)
     if text_cfg.get("embeddings"):
         stored = StoredPrompts(text_cfg["embeddings"])
-        if stored.max_length != text_cfg.get("max_length", 32):  # the encoder truncates at max_length tokens
+        if stored.max_length != max_length:  # the encoder truncates at max_length tokens
             raise ValueError(f"{stored.path} was embedded with max_length {stored.max_length}, the config asks for "
-                             f"{text_cfg.get('max_length', 32)}: store it again with --max-length")
+                             f"{max_length}: store it again with --max-length")
         return stored
-    return get_text_encoder(text_cfg.get("encoder"), text_cfg.get("max_length", 32), device)
+    return get_text_encoder(text_cfg.get("encoder"), max_length, device)
 
 
 def dataset_prompts(kind: str) -> list[str]:
