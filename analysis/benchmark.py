@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from ntm_core.report import environment, report
+from analysis import key_values
 from analysis.shapes_eval import score
 from ntm_core.data.shapes import ShapesDataset, eval_prompts
 from ntm_core.images import to_unit
@@ -134,7 +135,7 @@ def main() -> None:
     ap.add_argument("--speed-repeats", type=int, default=3)
     ap.add_argument("--out", default="results/benchmark")
     args = ap.parse_args()
-    models = dict(m.split("=", 1) for m in args.model)
+    models = key_values(ap, args.model, "--model")
     unknown = set(models) - set(ROWS)
     if not models or unknown:
         ap.error(f"give --model KEY=FOLDER with keys from {list(ROWS)} (unknown: {sorted(unknown)})")

@@ -17,6 +17,7 @@ import os
 import pandas as pd
 import plotly.graph_objects as go
 
+from analysis import key_values
 from analysis.benchmark import heldout_trajectory_nll
 from ntm_core.report import environment, report
 from ntm_core.pipeline import NTMPipeline, load_pipeline
@@ -44,9 +45,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/likelihood-parts")
     args = ap.parse_args()
-    if not args.model or any("=" not in m for m in args.model):
+    models = key_values(ap, args.model, "--model")
+    if not models:
         ap.error("give --model NAME=FOLDER at least once")
-    models = dict(m.split("=", 1) for m in args.model)
     tables = []
     for name, folder in models.items():
         pipe = load_pipeline(folder)

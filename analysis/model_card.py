@@ -41,8 +41,8 @@ def main(argv=None) -> None:
     ap.add_argument("bundle", help="a bundled model folder (assets/…) or an exported pipeline")
     ap.add_argument("--out", default=None, help="also write <out>.json/.csv/.md")
     a = ap.parse_args(argv)
-    report(training_table(a.bundle).fillna(""), f"training of {a.bundle}", {"records": "training/ (ntm_core.runs.lineage)"}, a.out,
-           digits=6)
+    table = training_table(a.bundle).astype(object).fillna("")  # blanks, not NaN, where a record has no value
+    report(table, f"training of {a.bundle}", {"records": "training/ (ntm_core.runs.lineage)"}, a.out, digits=6)
 
 
 if __name__ == "__main__":

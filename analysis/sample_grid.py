@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from analysis import key_values
 from analysis.benchmark import ROWS, generate
 from analysis.shapes_eval import check
 from ntm_core.data.shapes import eval_prompts
@@ -69,7 +70,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/samples-shapes.png")
     a = ap.parse_args(argv)
-    models = dict(m.split("=", 1) for m in a.model)
+    models = key_values(ap, a.model, "--model")
     if not models or set(models) - set(ROWS):
         ap.error(f"give --model KEY=FOLDER with keys from {list(ROWS)}")
     torch.set_grad_enabled(False)

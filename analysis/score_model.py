@@ -14,6 +14,7 @@ import argparse
 import pandas as pd
 import torch
 
+from analysis import key_values
 from analysis.benchmark import generate
 from analysis.shapes_eval import score
 from ntm_core.data.shapes import eval_prompts
@@ -40,12 +41,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write <out>.json/.csv/.md")
     a = ap.parse_args(argv)
-    options = {}
-    for item in a.option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--option expects key=value, got {item!r}")
-        options[key] = value
+    options = key_values(ap, a.option, "--option")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(a.model).to(device)
     steps = a.steps or (4 if isinstance(pipe, NTMPipeline) else 50)

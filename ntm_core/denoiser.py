@@ -14,17 +14,17 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from .conditioning import TextEmbedding
-from .layers import FinalLayer, Patches, TransformerLayer
+from .layers import FinalLayer, Patches, TransformerLayer, position_table
 
 
 class Denoiser(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, sample_size=32, in_channels: int = 3, patch_size: int = 4, width: int = 128, depth: int = 3,
-                 heads: int = 4, text_dim: int = 0, skip_scale: float = 1.0):
+                 heads: int = 4, text_dim: int = 0, skip_scale: float = 1.0, pos_init: str = "sincos"):
         super().__init__()
         self.patches = Patches(sample_size, in_channels, patch_size)
         self.proj_in = nn.Linear(self.patches.token_dim, width)
-        self.pos = nn.Parameter(0.02 * torch.randn(1, self.patches.num_tokens, width))
+        self.pos = position_table(self.patches, width, pos_init)
         self.cond = nn.Parameter(torch.zeros(1, width))  # learned conditioning when there is no text
         self.text = nn.Linear(text_dim, width, bias=False) if text_dim else None
         self.layers = nn.ModuleList(TransformerLayer(width, heads, width) for _ in range(depth))

@@ -11,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.embeddings import get_2d_sincos_pos_embed
 from torch import nn
 
 
@@ -54,6 +55,25 @@ class Patches:
 
     def image(self, tokens: torch.Tensor) -> torch.Tensor:
         return unpatchify(tokens, self.size, self.channels, self.height, self.width)
+
+
+def position_table(patches: Patches, width: int, init: str = "sincos") -> nn.Parameter:
+    """The learned position embedding [1, N, width] of a patch grid, initialised as DiT's 2-D sin-cos table.
+
+    "random" (0.02·N(0, 1)) is what the first bundles used: fm-shapes32's trained table tells only border from
+    interior tokens (interior tokens' cosine similarity ≈ 0.9) at 5 % of the token norm, so at high noise no token
+    knows where it is and each decides its own patch (the patch-aligned fragments it draws). The sin-cos table
+    gives every token a distinct position at the content's scale from step 0; it stays trainable.
+    """
+    n = patches.num_tokens
+    if init == "random":
+        return nn.Parameter(0.02 * torch.randn(1, n, width))
+    if init != "sincos":
+        raise ValueError(f"position init must be 'sincos' or 'random', not {init!r}")
+    rows, cols = patches.height // patches.size, patches.width // patches.size
+    d = width - width % 4  # the table needs a multiple of 4 (sin and cos of rows and of columns); pad the rest
+    table = get_2d_sincos_pos_embed(d, (rows, cols), base_size=max(rows, cols), output_type="pt")
+    return nn.Parameter(F.pad(table.float(), (0, width - d))[None])
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -20,7 +20,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from .conditioning import TextEmbedding
-from .layers import FinalLayer, KVCache, Patches, TextContext, TimeEmbedding, TransformerLayer
+from .layers import FinalLayer, KVCache, Patches, TextContext, TimeEmbedding, TransformerLayer, position_table
 from .trajectory import posterior_coefficients
 
 
@@ -39,11 +39,12 @@ class Predictor(ModelMixin, ConfigMixin):
         max_log_sigma_delta: float = 4.0,
         s_conditioning: bool = True,
         min_sigma: float = 0.0,
+        pos_init: str = "sincos",
     ):
         super().__init__()
         self.patches = Patches(sample_size, in_channels, patch_size)
         self.proj_in = nn.Linear(self.patches.token_dim, width)
-        self.pos = nn.Parameter(0.02 * torch.randn(1, self.patches.num_tokens, width))
+        self.pos = position_table(self.patches, width, pos_init)
         self.t_embed = TimeEmbedding(width)
         # the target time s; zero-initialised output so a flow-matching model (s_conditioning=False, which only
         # knows t) loads into an NTM predictor with its function unchanged (NTM_METHOD §5)

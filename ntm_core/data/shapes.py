@@ -130,6 +130,11 @@ def inside(kind: str, y, x, r):
     raise ValueError(kind)
 
 
+def shape_sizes(image_size: int, num_objects: int = 1) -> tuple[int, int]:
+    """The smallest and largest shape size drawn (inclusive): 8–14 px at 32×32, 8–11 for three objects."""
+    return max(3, round(image_size / 4)), round(image_size * (14 if num_objects < 3 else 11) / 32)
+
+
 def shape_mask(kind: str, size: int, cy: float, cx: float, h: int, w: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     return inside(kind, yy + 0.5 - cy, xx + 0.5 - cx, size / 2)
@@ -156,8 +161,8 @@ def render(spec: Spec, rng: np.random.Generator, image_size: int = 32, jitter: i
         occupied = np.zeros((image_size, image_size), bool)
         placed = []
         for colour, kind in items:
-            lo, hi = max(3, round(image_size / 4)), round(image_size * (14 if len(items) < 3 else 11) / 32)
-            size = int(rng.integers(lo, hi + 1))  # 8–14 px at 32×32 (8–11 for three objects)
+            lo, hi = shape_sizes(image_size, len(items))
+            size = int(rng.integers(lo, hi + 1))
             r = size / 2 + 1
             cy, cx = rng.uniform(r, image_size - r, size=2)
             mask = shape_mask(kind, size, cy, cx, image_size, image_size)

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..images import from_pixels
-from .shapes import CATEGORIES, COLORS, KINDS, RELATIONS, Spec, caption_variants, inside, relations, split_specs
+from .shapes import (CATEGORIES, COLORS, KINDS, RELATIONS, Spec, caption_variants, inside, relations, shape_sizes,
+                     split_specs)
 
 _RELATIONS = tuple(RELATIONS)
 _MARGIN = 4.0  # px between the centroids along the relation's axis, as in shapes.render
@@ -58,9 +59,8 @@ class ShapesRenderer:
         self.relation = torch.tensor([_RELATIONS.index(s.relation) if s.relation else -1 for s in self.specs],
                                      device=self.device)
         self.lit = torch.tensor([[v > 0 for v in rgb] for rgb in COLORS.values()], device=self.device)
-        self.size_lo = max(3, round(image_size / 4))  # 8–14 px at 32×32, 8–11 for three objects (as render)
-        self.size_hi = torch.tensor([round(image_size * (11 if n == 3 else 14) / 32) for n in range(4)],
-                                    device=self.device)
+        self.size_lo = shape_sizes(image_size)[0]  # by number of objects, as render
+        self.size_hi = torch.tensor([shape_sizes(image_size, n)[1] for n in range(4)], device=self.device)
         self.pixel = torch.arange(image_size, device=self.device, dtype=torch.float32) + 0.5
 
     def spec(self, spec_id: int) -> Spec:
