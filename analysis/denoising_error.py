@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.colors import DEFAULT_PLOTLY_COLORS
-from plotly.subplots import make_subplots
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -78,7 +75,12 @@ def denoising_error(pipe: FlowMatchingPipeline, x0: torch.Tensor, captions: list
     return pd.DataFrame(rows)
 
 
-def figure(df: pd.DataFrame, title: str) -> go.Figure:
+def figure(df: pd.DataFrame, title: str):
+    # plotly here, not at the top: the training recipe runs this script on GPU machines that have no plotly
+    import plotly.graph_objects as go
+    from plotly.colors import DEFAULT_PLOTLY_COLORS
+    from plotly.subplots import make_subplots
+
     fig = make_subplots(rows=1, cols=2, subplot_titles=("MSE of x̂₀ per pixel ([−1, 1] scale)",
                                                         "seams of x̂₀ (patch borders / within; data ≈ 1)"))
     for i, (name, part) in enumerate(df.groupby("model", sort=False)):
@@ -102,15 +104,17 @@ def main(argv=None) -> None:
     ap.add_argument("--draws", type=int, default=2, help="noise draws per image and t")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write <out>.json/.csv/.md/.html")
+    ap.add_argument("--no-plot", action="store_true", help="no .html (on a machine without plotly)")
     a = ap.parse_args(argv)
     models = key_values(ap, a.model, "--model")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     x0, captions = held_out(a.images, a.seed)
     mean = (x0 - x0.mean(0, keepdim=True)).pow(2).mean().item()
     nan = float("nan")
     frames = [pd.DataFrame({"model": "mean image", "t": TIMES, "x0_mse": mean, "v_mse": nan, "seams": nan,
                             "seams_data": nan})]
     for name, folder in models.items():
-        pipe = load_pipeline(folder)
+        pipe = load_pipeline(folder).to(device)
         try:
             frames.append(denoising_error(pipe, x0, captions, seed=a.seed, draws=a.draws).assign(model=name))
         except TypeError as e:
@@ -118,7 +122,7 @@ def main(argv=None) -> None:
     df = pd.concat(frames, ignore_index=True)[["model", "t", "x0_mse", "v_mse", "seams", "seams_data"]]
     title = f"x̂₀ error by noise level ({a.images} held-out shapes images, {a.draws} noise draws each)"
     report(df, title, environment(models=models, images=a.images, draws=a.draws, seed=a.seed), a.out)
-    if a.out:
+    if a.out and not a.no_plot:
         figure(df, title).write_html(a.out.removesuffix(".json") + ".html", include_plotlyjs="cdn")
 
 

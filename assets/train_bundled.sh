@@ -137,10 +137,13 @@ PYEOF
     ntm) scores="ntm4-score:--steps:4:--option:denoise=score" ;;
     denoiser) scores="ntm4-learned:--steps:4:--option:denoise=learned" ;;
     esac  # name:its arguments, ':' for ' ' 
-    for s in $scores; do
+    { for s in $scores; do
       [ -f runs/score-${s%%:*}.json ] || $PY -m analysis.score_model runs/${job#*:}/pipeline ${SCORE_ARGS:-} \
         $(tr ':' ' ' <<< "${s#*:}") --out runs/score-${s%%:*} 2>&1 | grep -A7 "^# " || echo "scoring ${s%%:*} failed"
-    done &
+    done  # and for the backbone, where it fails if it does: x̂₀ error and seams by noise level
+    [ ${job%%:*} != fm ] || [ -f runs/denoise-fm.json ] || $PY -m analysis.denoising_error --no-plot \
+      --model fm=runs/fm-shapes32/pipeline --out runs/denoise-fm 2>&1 | grep -A20 "^# " || echo "denoising_error failed"
+    } &
   done
   wait
   bash "$0" export-default ;;
