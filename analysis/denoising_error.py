@@ -11,7 +11,12 @@ mean image, whatever x_t) is the error of knowing nothing.
 
     python -m analysis.denoising_error --model fm=assets/fm-shapes32 --out docs/denoising-error
 
-Writes <out>.json/.csv/.md and <out>.html (plotly: x̂₀ error and seams against t, a line per model).
+A second table says whether the tokens can know where they are: the norm of the predictor's position table
+against that of a token's content (its projected patch at t = 0.9), and for how many tokens the nearest table
+entry is a grid neighbour's (1.0 for a sin-cos table).
+
+Writes <out>.json/.csv/.md, <out>.html (plotly: x̂₀ error and seams against t, a line per model) and
+<out>-positions.json/.csv/.md.
 """
 from __future__ import annotations
 
@@ -39,6 +44,21 @@ def seam_ratio(images: torch.Tensor, patch: int) -> float:
     across = torch.cat([steps_x[..., border_x].flatten(), steps_y[..., border_y, :].flatten()]).float().mean()
     within = torch.cat([steps_x[..., ~border_x].flatten(), steps_y[..., ~border_y, :].flatten()]).float().mean()
     return (across / within).item()
+
+
+@torch.no_grad()
+def position_table_stats(predictor, x0: torch.Tensor, t: float = 0.9, seed: int = 0) -> dict:
+    """How much a token's position weighs in its input, and how finely the table resolves the grid."""
+    table = predictor.pos[0].float()
+    n, cols = len(table), predictor.patches.width // predictor.patches.size
+    row, col = torch.arange(n) // cols, torch.arange(n) % cols
+    nearest = (torch.cdist(table, table) + torch.eye(n) * 1e9).argmin(1).cpu()
+    neighbour = ((row - row[nearest]).abs() + (col - col[nearest]).abs() == 1).float().mean().item()
+    g = torch.Generator(x0.device).manual_seed(seed)
+    xt = (1 - t) * x0 + t * randn_tensor(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
+    content = predictor.proj_in(predictor.patches.tokens(xt.to(table.dtype))).norm(dim=-1).mean().item()
+    return {"table_norm": table.norm(dim=-1).mean().item(), "content_norm_t0.9": content,
+            "nearest_is_neighbour": neighbour}
 
 
 def held_out(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -113,15 +133,19 @@ def main(argv=None) -> None:
     nan = float("nan")
     frames = [pd.DataFrame({"model": "mean image", "t": TIMES, "x0_mse": mean, "v_mse": nan, "seams": nan,
                             "seams_data": nan})]
+    positions = []
     for name, folder in models.items():
         pipe = load_pipeline(folder).to(device)
         try:
             frames.append(denoising_error(pipe, x0, captions, seed=a.seed, draws=a.draws).assign(model=name))
         except TypeError as e:
             ap.error(f"{folder}: {e}")
+        positions.append({"model": name, **position_table_stats(pipe.predictor, x0.to(pipe.device), seed=a.seed)})
     df = pd.concat(frames, ignore_index=True)[["model", "t", "x0_mse", "v_mse", "seams", "seams_data"]]
     title = f"x̂₀ error by noise level ({a.images} held-out shapes images, {a.draws} noise draws each)"
     report(df, title, environment(models=models, images=a.images, draws=a.draws, seed=a.seed), a.out)
+    report(pd.DataFrame(positions), "the predictor's position table", environment(models=models, seed=a.seed),
+           a.out and a.out.removesuffix(".json") + "-positions", digits=3)
     if a.out and not a.no_plot:
         figure(df, title).write_html(a.out.removesuffix(".json") + ".html", include_plotlyjs="cdn")
 

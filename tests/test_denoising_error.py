@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from analysis.denoising_error import denoising_error, held_out, seam_ratio
+from analysis.denoising_error import denoising_error, held_out, position_table_stats, seam_ratio
 from ntm_core.pipeline import FlowMatchingPipeline
 from ntm_core.predictor import Predictor
 
@@ -36,3 +36,12 @@ def test_errors_against_the_true_velocity(trained):
     assert 0.6 < df.seams_data[0] < 1.5  # real images: no patch grid in them
     with pytest.raises(TypeError, match="flow-matching pipeline"):
         denoising_error(object(), x0, captions)
+
+
+def test_position_table_stats_tell_a_sincos_table_from_a_random_one():
+    x0, _ = held_out(4, seed=0)
+    kw = dict(sample_size=32, patch_size=4, width=64, depth=1, heads=4)
+    sincos, random = (position_table_stats(Predictor(**kw, pos_init=init), x0) for init in ("sincos", "random"))
+    assert sincos["nearest_is_neighbour"] == 1.0 and random["nearest_is_neighbour"] < 0.5
+    assert sincos["table_norm"] > 0.5 * sincos["content_norm_t0.9"]
+    assert random["table_norm"] < 0.1 * random["content_norm_t0.9"]
