@@ -13,7 +13,8 @@
 # The next default model (issue 11: the GPU engine; not trained yet — pending a GPU session). One job at a time,
 # each call ≤ SECONDS_CAP s and resumed by the next call from its last checkpoint, shapes rendered on the GPU:
 #   bash assets/train_bundled.sh fm        # the flow-matching backbone (shapes32_fm.yaml); repeat until finished
-#                                          # FM_FROM=assets/fm-shapes32: go on from the bundled one (a later session)
+#                                          # FM_FROM=assets/fm-shapes32: go on from the bundled one (a later
+#                                          # session, once it is a retrained sin-cos-position backbone)
 #   bash assets/train_bundled.sh ntm       # NTM finetuned from it (NTM_METHOD §5); repeat until finished
 #   bash assets/train_bundled.sh denoiser  # its self-distilled denoiser; repeat until finished
 #   bash assets/train_bundled.sh export-default   # bf16 copies: assets/fm-shapes32, assets/ntm-shapes32 (EXPORT_TO)
