@@ -96,7 +96,11 @@ class Predictor(ModelMixin, ConfigMixin):
             h = layer(h, cond, mask=mask, cache=None if cache is None else cache[i], context=ctx, context_mask=ctx_mask)
         out = self.final(h, cond).reshape(b * k, n, -1)
         v, delta = (self.patches.image(o).unflatten(0, (b, k)) for o in out.chunk(2, -1))
+        return self.gaussian(u, t, s, v, delta)
 
+    def gaussian(self, u: torch.Tensor, t: torch.Tensor, s: torch.Tensor, v: torch.Tensor, delta: torch.Tensor):
+        """The Gaussian over each target from the network's velocity v and log-scale correction δ, all
+        [B, K, C, H, W] (t, s: [B, K]): μ = μ̃(u, u − t·v), log σ = ½·log σ̃² + soft-clipped δ. Returns (μ, log σ, v)."""
         c_t, c_0, var = (c[..., None, None, None] for c in posterior_coefficients(t, s))
         x0_hat = u - t[..., None, None, None] * v
         mu = c_t * u + c_0 * x0_hat
