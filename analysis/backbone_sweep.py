@@ -41,6 +41,7 @@ def sweep(candidates, config: str, seconds: float, per_category: int, guidance: 
                          "final loss": float(run.metrics()["loss"].tail(20).mean()),
                          "FM@50 score": table.loc["overall", "score"],
                          "colour match": table.loc["overall", "colour_match"],
+                         "shape fit": table.loc["overall", "shape_fit"],
                          **{c: table.loc[c, "score"] for c in table.index if c != "overall"}})
     return pd.DataFrame(rows)
 

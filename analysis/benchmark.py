@@ -112,7 +112,7 @@ def run(models: dict[str, str], per_category: int, guidance: float, seed: int, s
             table = score(list(images), specs)
             row = {"method": label, "model": key, "steps": steps, **{f"score {c}": table.loc[c, "score"]
                                                                      for c in table.index},
-                   "colour match": table.loc["overall", "colour_match"]}
+                   "colour match": table.loc["overall", "colour_match"], "shape fit": table.loc["overall", "shape_fit"]}
             row.update(nll)
             if denoise == "score" and isinstance(pipe, NTMPipeline):
                 score_images[steps] = images

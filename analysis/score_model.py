@@ -24,7 +24,7 @@ from ntm_core.report import environment, report
 
 def score_model(pipe, steps: int, options: dict | None = None, per_category: int = 32, guidance: float = 3.0,
                 seed: int = 0, batch: int = 80) -> pd.DataFrame:
-    """The evaluator's table (score and colour match per category and overall) for `pipe` at `steps`."""
+    """The evaluator's table (score, colour match and shape fit per category and overall) for `pipe` at `steps`."""
     prompts = eval_prompts(per_category, seed)
     images, _ = generate(pipe, [p["caption"] for p in prompts], steps, options or {}, guidance, seed, batch)
     return score(list(images.float().cpu()), [p["spec"] for p in prompts])

@@ -6,6 +6,8 @@ import re
 
 import yaml
 
+from .flow_matching import TIME_SAMPLING
+
 OBJECTIVES = ("ntm", "gauss", "fm", "fm_to_ntm", "denoiser")
 DEFAULTS: dict = {
     "name": "run",
@@ -30,6 +32,8 @@ DEFAULTS: dict = {
         # data echoing (Choi et al. 2019): each rendered micro-batch serves this many consecutive micro-steps, each with
         # fresh trajectory noise, K and text dropout — when rendering, not the accelerator, limits throughput
         "data_echo": 1,
+        # flow matching's noise levels: uniform | logit_normal (SD3's t = sigmoid(N(0, 1)), weighting the middle)
+        "time_sampling": "uniform",
         "shard_mb": 15,  # checkpoint tensor files are cut into shards of at most this size (moved between machines)
     },
 }
@@ -71,6 +75,8 @@ def load_config(path: str | None, overrides: list[str] = ()) -> dict:
         raise ValueError(f"objective {cfg['objective']} needs init_from: a pipeline folder to start from")
     if not isinstance(cfg["train"]["data_echo"], int) or cfg["train"]["data_echo"] < 1:
         raise ValueError(f"train.data_echo must be an integer ≥ 1, got {cfg['train']['data_echo']!r}")
+    if cfg["train"]["time_sampling"] not in TIME_SAMPLING:
+        raise ValueError(f"train.time_sampling must be one of {TIME_SAMPLING}, got {cfg['train']['time_sampling']!r}")
     if cfg["data"].get("render", "auto") not in RENDER:
         raise ValueError(f"data.render must be one of {RENDER}, got {cfg['data']['render']!r}")
     if cfg["data"].get("render") == "device" and cfg["data"]["kind"] != "shapes":

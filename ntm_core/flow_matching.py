@@ -30,9 +30,24 @@ def guided_velocity(predictor, x, t, text, guidance_scale: float) -> torch.Tenso
     return guide(velocity(predictor, torch.cat([x, x]), t, with_null(text)), guidance_scale)
 
 
-def fm_loss(predictor: Predictor, x0: torch.Tensor, text: TextEmbedding | None, generator=None) -> torch.Tensor:
-    """Mean squared velocity error per dimension, t ~ U(0, 1)."""
-    t = rand_tensor(x0.shape[0], generator, x0.device, x0.dtype)
+TIME_SAMPLING = ("uniform", "logit_normal")
+
+
+def training_times(n: int, generator, device, dtype, sampling: str = "uniform") -> torch.Tensor:
+    """The noise levels t ∈ (0, 1) of a flow-matching batch [n]: 'uniform', or 'logit_normal' — t = sigmoid(z),
+    z ~ N(0, 1), SD3's choice (Esser et al. 2024), which spends the batch on the middle levels where the layout is
+    decided rather than on the ends (near 0 the target is the noise, near 1 the data mean)."""
+    if sampling == "uniform":
+        return rand_tensor(n, generator, device, dtype)
+    if sampling == "logit_normal":
+        return torch.sigmoid(randn_tensor((n,), generator=generator, device=device, dtype=dtype))
+    raise ValueError(f"time sampling must be one of {TIME_SAMPLING}, got {sampling!r}")
+
+
+def fm_loss(predictor: Predictor, x0: torch.Tensor, text: TextEmbedding | None, generator=None,
+            time_sampling: str = "uniform") -> torch.Tensor:
+    """Mean squared velocity error per dimension, t drawn by `training_times`."""
+    t = training_times(x0.shape[0], generator, x0.device, x0.dtype, time_sampling)
     eps = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     tt = t[:, None, None, None]
     v = velocity(predictor, (1 - tt) * x0 + tt * eps, t, text)

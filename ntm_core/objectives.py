@@ -77,12 +77,12 @@ class NTMObjective(_Objective):
 
 
 class FlowMatchingObjective(_Objective):
-    def __init__(self, predictor: Predictor):
+    def __init__(self, predictor: Predictor, time_sampling: str = "uniform"):
         super().__init__()
-        self.predictor = predictor
+        self.predictor, self.time_sampling = predictor, time_sampling
 
     def forward(self, x0, text, num_steps: int = 1, generator=None, aux_weight: float = 0.0):
-        loss = fm_loss(self.predictor, x0, text, generator)
+        loss = fm_loss(self.predictor, x0, text, generator, self.time_sampling)
         return loss, {"loss": loss.detach(), "velocity_mse": loss.detach()}
 
     def pipeline(self) -> FlowMatchingPipeline:
@@ -187,10 +187,10 @@ def build_objective(cfg: dict, text_dim: int) -> _Objective:
     elif obj == "fm" and cfg["init_from"]:
         predictor = init_pipeline(cfg, FlowMatchingPipeline, "a flow-matching pipeline").predictor
         check_architecture("predictor", dict(m["predictor"], **shape), predictor, ignore=("markov",))
-        out = FlowMatchingObjective(predictor)
+        out = FlowMatchingObjective(predictor, cfg["train"]["time_sampling"])
     elif obj == "fm":
         out = FlowMatchingObjective(Predictor(**dict(m["predictor"], **shape, text_dim=text_dim, markov=True,
-                                                     s_conditioning=False)))
+                                                     s_conditioning=False)), cfg["train"]["time_sampling"])
     elif obj == "fm_to_ntm":
         fm = init_pipeline(cfg, FlowMatchingPipeline, "a flow-matching pipeline").predictor
         tcfg = dict(m["transporter"], sample_size=fm.config.sample_size, in_channels=fm.config.in_channels,

@@ -2,7 +2,7 @@
 including blobs and patch fragments that are the right colour but no shape the dataset draws."""
 import numpy as np
 
-from analysis.shapes_eval import FIT_IOU, check, colours_match, detect_objects, score
+from analysis.shapes_eval import FIT_IOU, check, colours_match, detect_objects, score, shape_fit
 from ntm_core.images import to_uint8
 from ntm_core.data.shapes import COLORS, ShapesDataset, Spec, render, shape_mask
 
@@ -12,6 +12,7 @@ def test_scores_real_held_out_images_1():
     items = [ds[i] for i in range(500)]
     table = score([it["image"] for it in items], [it["spec"] for it in items])
     assert (table["score"] == 1.0).all() and (table["colour_match"] == 1.0).all(), table
+    assert (table["shape_fit"] >= 0.94).all(), table
     # every drawn shape fits its ideal one well clear of the threshold (889 shapes here; the worst at 0.94)
     assert min(o["fit"] for it in items for o in detect_objects(it["image"])) >= FIT_IOU + 0.1
 
@@ -25,7 +26,8 @@ def test_scores_noise_near_zero():
     assert on_noise["score"] <= 0.02 and on_noise["colour_match"] <= 0.02
     black = [np.zeros((32, 32, 3), np.uint8) for _ in specs]
     on_black = score(black, specs).loc["overall"]
-    assert on_black["score"] == 0.0 and on_black["colour_match"] == 0.0
+    assert on_black["score"] == 0.0 and on_black["colour_match"] == 0.0 and on_black["shape_fit"] == 0.0
+    assert on_noise["shape_fit"] < 0.3
 
 
 def test_colour_match_ignores_kind_and_count_but_not_colour():
@@ -68,6 +70,8 @@ def test_rejects_right_coloured_things_that_are_no_drawn_shape():
         assert [o["kind"] for o in detect_objects(_painted(mask, colour))] == ["unrecognised"]
         drawn = _painted(shape_mask(kind, 11, 15.3, 16.7, 32, 32), colour)  # the same prompt, drawn as rendered
         assert check(spec, drawn)
+        # the graded diagnostic orders them the same way: each refused thing reads below the drawn shape
+        assert shape_fit(detect_objects(_painted(mask, colour))) < 0.9 <= shape_fit(detect_objects(drawn))
 
 
 def test_detects_kinds_colours_and_counts():

@@ -1,9 +1,11 @@
 """Every objective trains on the tiny config: the loss goes down and a loadable pipeline folder comes out."""
 import os
 
+import numpy as np
 import pytest
 import torch
 
+from ntm_core.flow_matching import training_times
 from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
 
 from .train_helpers import metrics, run_tiny
@@ -108,7 +110,26 @@ def test_bad_configs_are_clear_errors(tmp_path):
         load_config(None, ["objective=nope"])
     with pytest.raises(ValueError, match="init_from"):
         load_config(None, ["objective=denoiser"])
+    with pytest.raises(ValueError, match="time_sampling"):
+        load_config(None, ["train.time_sampling=beta"])
     assert not os.path.exists(tmp_path / "pipeline")
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "logit_normal"])
+def test_flow_matching_noise_levels_follow_their_distribution(sampling):
+    """Kolmogorov–Smirnov against the CDF each name promises (logit-normal: Φ(logit t)), in the objective a config
+    builds; the other distribution is rejected, so the test can tell them apart."""
+    from scipy import stats
+
+    from ntm_core.config import load_config
+    from ntm_core.objectives import build_objective
+
+    objective = build_objective(load_config("ntm_core/configs/tiny.yaml", ["objective=fm",
+                                                                         f"train.time_sampling={sampling}"]), 0)
+    t = training_times(20000, torch.Generator().manual_seed(0), "cpu", torch.float64, objective.time_sampling).numpy()
+    cdf = {"uniform": stats.uniform.cdf, "logit_normal": lambda x: stats.norm.cdf(np.log(x / (1 - x)))}
+    assert stats.kstest(t, cdf[sampling]).pvalue > 1e-3
+    assert stats.kstest(t, cdf[{"uniform": "logit_normal", "logit_normal": "uniform"}[sampling]]).pvalue < 1e-6
 
 
 def test_overrides_read_numbers_as_numbers(tmp_path):
