@@ -17,15 +17,16 @@ import torch
 from analysis import key_values
 from analysis.benchmark import generate
 from analysis.shapes_eval import score
-from ntm_core.data.shapes import eval_prompts
+from ntm_core.data.shapes import CATEGORIES, eval_prompts
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 from ntm_core.report import environment, report
 
 
 def score_model(pipe, steps: int, options: dict | None = None, per_category: int = 32, guidance: float = 3.0,
-                seed: int = 0, batch: int = 80) -> pd.DataFrame:
-    """The evaluator's table (score, colour match and shape fit per category and overall) for `pipe` at `steps`."""
-    prompts = eval_prompts(per_category, seed)
+                seed: int = 0, batch: int = 80, split: str = "test", categories=CATEGORIES) -> pd.DataFrame:
+    """The evaluator's table (score, colour match and shape fit per category and overall) for `pipe` at `steps`,
+    on the held-out prompts (split='train': the training prompts)."""
+    prompts = eval_prompts(per_category, seed, split, categories)
     images, _ = generate(pipe, [p["caption"] for p in prompts], steps, options or {}, guidance, seed, batch)
     return score(list(images.float().cpu()), [p["spec"] for p in prompts])
 
@@ -39,6 +40,9 @@ def main(argv=None) -> None:
     ap.add_argument("--per-category", type=int, default=32)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=("test", "train"), default="test",
+                    help="held-out prompts (default), or the training prompts: what a model learned")
+    ap.add_argument("--categories", nargs="+", choices=CATEGORIES, default=list(CATEGORIES))
     ap.add_argument("--out", default=None, help="also write <out>.json/.csv/.md")
     a = ap.parse_args(argv)
     options = key_values(ap, a.option, "--option")
@@ -46,13 +50,15 @@ def main(argv=None) -> None:
     pipe = load_pipeline(a.model).to(device)
     steps = a.steps or (4 if isinstance(pipe, NTMPipeline) else 50)
     try:
-        table = score_model(pipe, steps, options, a.per_category, a.guidance, a.seed).reset_index()
+        table = score_model(pipe, steps, options, a.per_category, a.guidance, a.seed, split=a.split,
+                            categories=a.categories).reset_index()
     except (TypeError, ValueError) as e:  # an option the pipeline does not take, or a value it refuses
         ap.error(f"{a.model}: {e}")
     settings = f"{steps} steps" + (f", {options}" if options else "")
-    report(table, f"{a.model} at {settings} on the held-out prompts",
+    prompts = "held-out" if a.split == "test" else "training"
+    report(table, f"{a.model} at {settings} on the {prompts} prompts",
            environment(model=a.model, steps=steps, options=options, per_category=a.per_category,
-                       guidance=a.guidance, seed=a.seed), a.out, digits=3)
+                       guidance=a.guidance, seed=a.seed, split=a.split, categories=a.categories), a.out, digits=3)
 
 
 if __name__ == "__main__":

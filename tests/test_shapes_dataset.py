@@ -59,6 +59,11 @@ def test_eval_prompts_fixed_and_held_out():
     from ntm_core.data.shapes import Spec
 
     assert all(Spec.from_dict(p["spec"]).key() in held for p in a)
+    # the training prompts of chosen categories: what a model learned, none of them held out
+    train = eval_prompts(20, seed=0, split="train", categories=("single_object",))
+    keys = {Spec.from_dict(p["spec"]).key() for p in train}
+    assert len(train) == 20 and {p["category"] for p in train} == {"single_object"}
+    assert not keys & held and len(keys) == len(split_specs("train", ("single_object",))["single_object"])
 
 
 def test_collate_batches_images_and_keeps_captions():

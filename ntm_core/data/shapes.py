@@ -214,11 +214,12 @@ class ShapesDataset(torch.utils.data.Dataset):
         return {"image": from_uint8(img), "caption": text, "spec": spec.to_dict()}
 
 
-def eval_prompts(per_category: int = 20, seed: int = 0) -> list[dict]:
-    """A fixed held-out prompt set: per category, `per_category` items cycling through its held-out specs,
-    each with a caption and a generation seed."""
+def eval_prompts(per_category: int = 20, seed: int = 0, split: str = "test", categories=CATEGORIES) -> list[dict]:
+    """A fixed prompt set: per category, `per_category` items cycling through its held-out specs (split='train':
+    its training specs, for checking what a model learned rather than how it generalises), each with a caption
+    and a generation seed."""
     out = []
-    for cat, specs in split_specs("test").items():
+    for cat, specs in split_specs(split, categories).items():
         for j in range(per_category):
             rng = np.random.default_rng([seed, CATEGORIES.index(cat), j])
             spec = specs[j % len(specs)]
