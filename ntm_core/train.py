@@ -12,7 +12,8 @@ output heads and the density stay in float32). Gradient accumulation, EMA weight
 cosine schedule, gradient clipping, fused AdamW on GPUs, a tqdm bar, metrics appended to metrics.jsonl. Nothing
 in the loop waits on the GPU except at log steps (metrics are kept on the device until then) and checkpoints.
 --resume continues from the last checkpoint with the same step counter, data order and noise, so the loss
-curve continues with no gap. SIGTERM / Ctrl-C stop after the current step with a checkpoint.
+curve continues with no gap. SIGTERM / Ctrl-C stop after the current step with a checkpoint. Without --resume, a
+folder that already holds checkpoints is refused rather than overwritten.
 The finished run writes <output_dir>/pipeline: a pipeline folder (EMA weights) the app and analysis load.
 A run that reaches train.max_seconds writes it too (the model so far) but is "stopped", not finished: its
 schedule has steps left, and --resume runs them (a recipe repeats a job in bounded runs until it is finished).
@@ -99,8 +100,11 @@ class Trainer:
         if self.main:
             run.lock()
         try:
+            found = run.checkpoints()
+            if found and not resume:  # a fresh start would overwrite them: a finished or interrupted job is lost
+                raise ValueError(f"{run.checkpoints_dir} already holds a checkpoint (step {found[-1][0]}) of an earlier "
+                                 "run: continue it with --resume, or give another output_dir. Nothing was changed.")
             if resume:
-                found = run.checkpoints()
                 if found:
                     state, path = self._load_newest_good(found)
                     self.step, self.samples = int(state["step"]), int(state.get("samples", 0))

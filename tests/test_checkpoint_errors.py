@@ -31,6 +31,19 @@ def test_corrupt_checkpoints_fall_back_then_fail_clearly(tmp_path):
     assert out.stdout.count("skipping a damaged checkpoint") + out.stderr.count("skipping a damaged checkpoint") == 2
 
 
+def test_a_fresh_start_never_overwrites_an_earlier_runs_checkpoints(tmp_path):
+    """Forgetting --resume on an interrupted job must not throw its checkpoints away: a clear error, files intact."""
+    run_tiny(tmp_path, "train.steps=2", "train.checkpoint_every=1")
+    before = {p: os.path.getmtime(p) for p in (tmp_path / "checkpoints").rglob("*")}
+    out = subprocess.run(train_cmd(tmp_path, "train.steps=4"), env=ENV, capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "already holds a checkpoint (step 2)" in out.stderr and "--resume" in out.stderr
+    assert {p: os.path.getmtime(p) for p in (tmp_path / "checkpoints").rglob("*")} == before
+    trainer = Trainer(tiny_config(tmp_path, "train.steps=4"), resume=True)  # the lock was released; resume works
+    assert trainer.step == 2
+    trainer._release_lock()
+
+
 def test_torn_metrics_line_does_not_stop_resume(tmp_path):
     run_tiny(tmp_path, "train.steps=2", "train.checkpoint_every=1")
     with open(tmp_path / "metrics.jsonl", "a") as f:
