@@ -250,12 +250,18 @@ class NTM(nn.Module):
     @torch.no_grad()
     def sample_latents(self, batch_size: int | None = None, text: TextEmbedding | None = None, num_steps: int = 4,
                        guidance_scale: float = 1.0, temperature: float = 1.0,
-                       generator: torch.Generator | list[torch.Generator] | None = None) -> LatentTrajectory:
+                       generator: torch.Generator | list[torch.Generator] | None = None,
+                       start_from: tuple[torch.Tensor, int] | None = None) -> LatentTrajectory:
         """K reverse steps in u-space (NTM_METHOD §4): x_1 ~ N(0, I), u = f_T(x_1), then u_s = μ + σ·z per step.
 
         Classifier-free guidance mixes (μ, log σ) of the prompt and of the null prompt; temperature scales each
         step's noise z (not the prior). `generator` may be a list, one per image (diffusers' randn_tensor rule), so
-        image i of a batch is the image a batch of one draws with generator i."""
+        image i of a batch is the image a batch of one draws with generator i.
+
+        start_from=(states, k): sample only the last k steps, from the state x_{t_k} of a given x-space trajectory
+        `states` [B, K+1, C, H, W] (grid order, e.g. `forward_trajectory` of real images); its noisier states are the
+        trajectory's first steps, their z = (u − μ)/σ (so `decode(..., trajectory=True)` still returns the exact
+        log p(τ) of the whole trajectory). Which step of a model loses the data: `analysis.steps_from_data`."""
         if text is not None:
             batch_size = text.batch_size if batch_size is None else batch_size
             if batch_size != text.batch_size:
@@ -269,7 +275,8 @@ class NTM(nn.Module):
         shape = (batch_size,) + self.sample_shape
         randn = lambda: randn_tensor(shape, generator=generator, device=p.device, dtype=p.dtype)  # noqa: E731
 
-        x1 = randn()
+        given, first = self._given_states(start_from, shape, num_steps, text)
+        x1 = randn() if given is None else start_from[0][:, -1].to(p)
         u, _ = self.transporter(x1, grid[-1], text)
         guided = is_guided(text, guidance_scale)
         ptext = with_null(text) if guided else text
@@ -281,11 +288,31 @@ class NTM(nn.Module):
             mu, log_sigma = mu[:, 0].to(u.dtype), log_sigma[:, 0].to(u.dtype)
             if guided:
                 mu, log_sigma = guide(mu, guidance_scale), guide(log_sigma, guidance_scale)
-            z = randn() * temperature
-            u = mu + torch.exp(log_sigma) * z
+            if k > first:  # a given step: the trajectory's own next state, and the z that reaches it
+                u = given[:, k - 1]
+                z = (u - mu) * torch.exp(-log_sigma)
+            else:
+                z = randn() * temperature
+                u = mu + torch.exp(log_sigma) * z
             us.append(u), mus.append(mu), log_sigmas.append(log_sigma), zs.append(z)
         return LatentTrajectory(grid=grid, x1=x1, u=torch.stack(us[::-1], dim=1), mu=torch.stack(mus, 1),
                                 log_sigma=torch.stack(log_sigmas, 1), z=torch.stack(zs, 1))
+
+    def _given_states(self, start_from, shape, num_steps: int, text):
+        """(u of every given state [B, K+1, ...] or None, the step the sampler starts at: K when nothing is given)."""
+        if start_from is None:
+            return None, num_steps
+        states, k = start_from
+        if tuple(states.shape) != (shape[0], num_steps + 1) + tuple(shape[1:]):
+            raise ValueError(f"start_from: states of shape {list(states.shape)}, expected "
+                             f"{[shape[0], num_steps + 1, *shape[1:]]} (batch, num_steps + 1 states, C, H, W)")
+        if not 0 <= int(k) <= num_steps:
+            raise ValueError(f"start_from: the start step must be in 0..{num_steps}, got {k}")
+        b, n = states.shape[:2]
+        p = self._param()
+        grid = self.schedule.grid(num_steps, dtype=p.dtype, device=p.device)
+        u, _ = self.transporter(states.flatten(0, 1).to(p), grid.repeat(b), _repeat(text, n))
+        return u.unflatten(0, (b, n)), int(k)
 
     @torch.no_grad()
     def decode(self, latents: LatentTrajectory, text: TextEmbedding | None = None,

@@ -108,3 +108,34 @@ def test_generator_list_draws_each_image_as_alone():
         one = TextEmbedding(text.tokens[i : i + 1], text.mask[i : i + 1], text.pooled[i : i + 1])
         alone = model.sample(text=one, num_steps=2, generator=g).images
         assert torch.allclose(batch[i], alone[0], atol=1e-10)
+
+
+@pytest.mark.parametrize("markov", [False, True])
+def test_sampling_from_a_given_trajectory_state(markov):
+    """start_from=(states, k): the first K − k steps are the given trajectory's (their u and the z that reaches them,
+    with the noisier given states as the predictor's history), the last k are sampled. k = 0 samples nothing, and the
+    log p(τ) the sampler assembles is then the evaluation's trajectory_nll of the given trajectory — guided too —
+    which a wrong history (cache) or a wrong z would break."""
+    model = small_ntm(markov=markov)
+    text = random_text(2)
+    states, grid = model.forward_trajectory(torch.randn(2, 3, 8, 8, dtype=torch.float64), 4,
+                                            torch.Generator().manual_seed(1))
+    u_given, _ = model.transporter(states.flatten(0, 1), grid.repeat(2), text.repeat_interleave(5))
+    u_given = u_given.unflatten(0, (2, 5))
+    for g in (1.0, 3.0):
+        lat = model.sample_latents(text=text, num_steps=4, guidance_scale=g, start_from=(states, 0))
+        nll = model.decode(lat, text, trajectory=True).nll
+        ref = model.trajectory_nll(states, grid, text, guidance_scale=g)
+        assert torch.allclose(nll.total, ref.total, rtol=1e-8) and torch.allclose(lat.u, u_given, atol=1e-10)
+    for k in (1, 3):
+        gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]
+        lat = model.sample_latents(text=text, num_steps=4, generator=gens, start_from=(states, k))
+        assert torch.allclose(lat.u[:, k:], u_given[:, k:], atol=1e-10)  # u[:, j] is the state at grid[j]
+        assert all((lat.u[:, j] - u_given[:, j]).abs().max() > 1e-3 for j in range(k))  # sampled, not copied
+        # the given steps' z reach exactly the given states; a sampled step is μ + σ·z
+        sigma = lat.log_sigma.exp()
+        assert torch.allclose(lat.mu + sigma * lat.z, lat.u[:, :-1].flip(1), atol=1e-10)
+    with pytest.raises(ValueError, match="start step must be in 0..4"):
+        model.sample_latents(text=text, num_steps=4, start_from=(states, 5))
+    with pytest.raises(ValueError, match="num_steps \\+ 1 states"):
+        model.sample_latents(text=text, num_steps=3, start_from=(states, 1))
