@@ -27,6 +27,8 @@ DEFAULTS: dict = {
         "steps": 1000, "batch_size": 64, "lr": 3e-4, "warmup_steps": 50, "weight_decay": 0.0, "grad_clip": 1.0,
         "ema_decay": 0.999, "grad_accum": 1, "mixed_precision": "auto", "checkpoint_every": 200,
         "keep_checkpoints": 2, "log_every": 1, "aux_lambda": 2.5, "max_seconds": None,
+        # fm_to_ntm's λ‖μ_P − target‖²: "u" (μ_FM of the u-states) | "transported" (f_T of μ_FM of the x-states)
+        "aux_target": "u",
         "transporter_lr_scale": 1.0,  # the transporter's learning rate relative to train.lr (ntm, gauss, fm_to_ntm)
         "num_workers": "auto",
         # data echoing (Choi et al. 2019): each rendered micro-batch serves this many consecutive micro-steps, each with

@@ -46,6 +46,7 @@ class TrajectoryNLL:
     grid: torch.Tensor = field(repr=False)
     mu: torch.Tensor | None = field(default=None, repr=False)  # [B, K, ...] the predictor's means (sampling order)
     u_src: torch.Tensor | None = field(default=None, repr=False)  # [B, K, ...] the u-states it conditioned on
+    x_src: torch.Tensor | None = field(default=None, repr=False)  # [B, K, ...] the same states in x-space
     dequantization_width: float = 0.0  # bin width (model scaling) of the dequantized start; 0 = not dequantized
 
     @property
@@ -208,7 +209,7 @@ class NTM(nn.Module):
         mu, log_sigma = mu.to(tgt.dtype), log_sigma.to(tgt.dtype)  # the density in full precision under autocast
         z = (tgt - mu) * torch.exp(-log_sigma)
         return self._assemble(z, log_sigma, logdet[:, :-1].flip(1), states[:, -1], states, grid,
-                              dequantization_width, mu=mu, u_src=src)
+                              dequantization_width, mu=mu, u_src=src, x_src=states[:, 1:].flip(1))
 
     @staticmethod
     def _assemble(z, log_sigma, logdet, x1, states, grid, dequantization_width, **extra) -> TrajectoryNLL:

@@ -44,11 +44,22 @@ class _Objective(nn.Module):
         self.pipeline().save_pretrained(path)
 
 
+AUX_TARGETS = ("u", "transported")
+
+
 class NTMObjective(_Objective):
-    def __init__(self, ntm: NTM, frozen_fm: Predictor | None = None):
+    """aux_target (fm_to_ntm): what μ_P is held to. "u": μ_FM of the u-states, NTM_METHOD §5 read literally — exact
+    while f_T = identity, but once f_T moves it asks μ_P, a mean in u-space, to be an x-space mean of inputs the FM
+    model never saw. "transported": f_T(μ_FM(x-states)) — the FM model's mean from the states it was trained on,
+    carried into the transporter's coordinates (the same target at f_T = identity, one more transporter pass)."""
+
+    def __init__(self, ntm: NTM, frozen_fm: Predictor | None = None, aux_target: str = "u"):
         super().__init__()
+        if aux_target not in AUX_TARGETS:
+            raise ValueError(f"train.aux_target must be one of {AUX_TARGETS}, got {aux_target!r}")
         self.ntm = ntm
         self.frozen_fm = frozen_fm
+        self.aux_target = aux_target
         if frozen_fm is not None:
             frozen_fm.requires_grad_(False).eval()
 
@@ -63,10 +74,17 @@ class NTMObjective(_Objective):
         if nll.has_data_bound:  # the 8-bit bound (dequantized likelihood configuration)
             m["data_bits_per_dim"] = nll.data_bits_per_dim.mean().detach()
         if self.frozen_fm is not None and aux_weight > 0:
-            grid = nll.grid
-            with torch.no_grad():  # μ_FM: the frozen model's posterior mean from the same inputs
-                mu_fm, _, _ = self.frozen_fm(nll.u_src, grid[1:].flip(0), grid[:-1].flip(0), text)
-            aux = (nll.mu - mu_fm).pow(2).mean()
+            t, s = nll.grid[1:].flip(0), nll.grid[:-1].flip(0)
+            with torch.no_grad():  # the target: a regression target, no gradient into the FM model or f_T
+                if self.aux_target == "u":
+                    target, _, _ = self.frozen_fm(nll.u_src, t, s, text)
+                else:
+                    mu_fm, _, _ = self.frozen_fm(nll.x_src, t, s, text)
+                    b, k = mu_fm.shape[:2]
+                    target, _ = self.ntm.transporter(mu_fm.flatten(0, 1), s.repeat(b),
+                                                     None if text is None else text.repeat_interleave(k))
+                    target = target.unflatten(0, (b, k))
+            aux = (nll.mu - target.to(nll.mu)).pow(2).mean()
             loss = loss + aux_weight * aux
             m["aux"] = aux.detach()
         m["loss"] = loss.detach()
@@ -197,7 +215,7 @@ def build_objective(cfg: dict, text_dim: int) -> _Objective:
                     text_dim=fm.config.text_dim)
         # Markov, whatever model.predictor says: only then is step 0 exactly the FM model (NTM_METHOD §3, §5)
         ntm = ntm_from_flow_matching(fm, Transporter(**tcfg), TrajectorySchedule(**m["schedule"]), markov=True)
-        out = NTMObjective(ntm, frozen_fm=copy.deepcopy(fm))
+        out = NTMObjective(ntm, frozen_fm=copy.deepcopy(fm), aux_target=cfg["train"]["aux_target"])
     elif obj == "denoiser":
         init = init_pipeline(cfg, NTMPipeline, "an NTM pipeline")
         pc = init.predictor.config
