@@ -31,6 +31,14 @@ def score_model(pipe, steps: int, options: dict | None = None, per_category: int
     return score(list(images.float().cpu()), [p["spec"] for p in prompts])
 
 
+def _number(value: str):
+    """An option's value as the pipeline takes it: temperature=0.5 a number, denoise=score a word."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="a pipeline folder (a bundle in assets/ or a run's pipeline/)")
@@ -45,7 +53,7 @@ def main(argv=None) -> None:
     ap.add_argument("--categories", nargs="+", choices=CATEGORIES, default=list(CATEGORIES))
     ap.add_argument("--out", default=None, help="also write <out>.json/.csv/.md")
     a = ap.parse_args(argv)
-    options = key_values(ap, a.option, "--option")
+    options = {k: _number(v) for k, v in key_values(ap, a.option, "--option").items()}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(a.model).to(device)
     steps = a.steps or (4 if isinstance(pipe, NTMPipeline) else 50)

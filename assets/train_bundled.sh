@@ -19,6 +19,7 @@
 #   bash assets/train_bundled.sh denoiser  # its self-distilled denoiser; repeat until finished
 #   bash assets/train_bundled.sh export-default   # bf16 copies: assets/fm-shapes32, assets/ntm-shapes32 (EXPORT_TO)
 #   BENCH=runs/bench-default.json bash assets/train_bundled.sh default   # all of the above, in order (see there)
+#   bash assets/train_bundled.sh device DIR   # on a lent GPU machine: setup, benches, the chain for ≤ 9 min (below)
 #   bash assets/train_bundled.sh snapshot DIR   # bf16 copies of the chain's models so far (a job still running too)
 #   bash assets/train_bundled.sh pack DIR  # a run's newest checkpoint + config + metrics as ≤ 15 MB parts in DIR
 #   bash assets/train_bundled.sh unpack DIR  # …restored into runs/ on the next machine (then the job resumes)
@@ -33,9 +34,10 @@
 set -euo pipefail
 MNIST=${MNIST:-../shared/data/mnist}
 STEPS=${STEPS:-5000}          # equal optimizer steps for ntm / gauss / fm (batch 256)
-SECONDS_CAP=${SECONDS_CAP:-900}
+# SECONDS_CAP: one training run's time budget (phase1's jobs 900 s by default; fm / ntm / denoiser 510 s)
 COMMON="train.batch_size=256 train.lr=6.0e-4 train.warmup_steps=200 train.mixed_precision=no train.log_every=10
-        train.checkpoint_every=250 train.num_workers=${WORKERS:-4} train.data_echo=${ECHO:-3} train.max_seconds=$SECONDS_CAP"
+        train.checkpoint_every=250 train.num_workers=${WORKERS:-4} train.data_echo=${ECHO:-3}
+        train.max_seconds=${SECONDS_CAP:-900}"
 SHAPES=ntm_core/configs/shapes32.yaml
 PY=${PYTHON:-python3}  # the device image has python3; here, an activated venv's
 train() { $PY -m ntm_core.train "$@"; }
@@ -130,15 +132,26 @@ PYEOF
   for job in fm:fm-shapes32 ntm:ntm-shapes32-from-fm denoiser:ntm-shapes32-denoiser; do
     extra=${EXTRA:-}
     until grep -q '"state": "finished"' runs/${job#*:}/status.json 2>/dev/null; do
-      EXTRA=$extra bash "$0" ${job%%:*} || {
+      cap=${SECONDS_CAP:-510}
+      if [ -n "${DEADLINE:-}" ]; then  # a call of bounded length (`device`): the run ends RESERVE s before it
+        cap=$(( DEADLINE - $(date +%s) - ${RESERVE:-90} ))
+        if [ $cap -lt ${MIN_RUN:-60} ]; then
+          echo "deadline: ${job%%:*} goes on in the next call"; wait; exit 3
+        fi
+        [ $cap -le ${SECONDS_CAP:-510} ] || cap=${SECONDS_CAP:-510}
+      fi
+      EXTRA=$extra SECONDS_CAP=$cap bash "$0" ${job%%:*} || {
         [[ $extra == *mixed_precision=no* ]] && exit 1
         extra="$extra train.mixed_precision=no"
         echo "${job%%:*} failed; going on in float32 from its last checkpoint"; }
     done
     case ${job%%:*} in
-    fm) scores="fm-euler50:--steps:50 fm-euler4:--steps:4 fm-gauss4:--steps:4:--option:sampler=gaussian:denoise=score" ;;
-    ntm) scores="ntm4-score:--steps:4:--option:denoise=score" ;;
-    denoiser) scores="ntm4-learned:--steps:4:--option:denoise=learned" ;;
+    # the 4-step samplers at temperatures 1, 0.5 and 0 (README, "Sampling temperature, on the same check": a σ fitted
+    # for likelihood draws noise at 1)
+    fm) scores="fm-euler50:--steps:50 fm-euler4:--steps:4"
+        for T in 1 0.5 0; do scores="$scores fm-gauss4-t${T/./}:--steps:4:--option:sampler=gaussian:denoise=score:temperature=$T"; done ;;
+    ntm) scores=""; for T in 1 0.5 0; do scores="$scores ntm4-score-t${T/./}:--steps:4:--option:denoise=score:temperature=$T"; done ;;
+    denoiser) scores=""; for T in 1 0.5 0; do scores="$scores ntm4-learned-t${T/./}:--steps:4:--option:denoise=learned:temperature=$T"; done ;;
     esac  # name:its arguments, ':' for ' ' 
     { for s in $scores; do
       [ -f runs/score-${s%%:*}.json ] || $PY -m analysis.score_model runs/${job#*:}/pipeline ${SCORE_ARGS:-} \
@@ -149,7 +162,41 @@ PYEOF
     } &
   done
   wait
-  bash "$0" export-default ;;
+  bash "$0" export-default
+  echo "chain finished" ;;
+device)
+  # One call on a lent GPU machine (this project's `device` tool: ≤ 10 min a call, 30 device-minutes a session;
+  # ignored folders such as runs/ stay while the machine is warm, i.e. while the next call follows within 30 s).
+  # DIR: the `carry DIR` folder, carried in. The first call measures throughput (issue 11 §1: the trainer before
+  # this engine vs now, NTM at shapes32; the chain's jobs at shapes32_fm, which sets their lengths), then every call
+  # runs the `default` chain until DEVICE_SECONDS (480) after it began and leaves in $OUT, as ≤ 15 MB parts of one
+  # tar, what a session needs to go on: the bf16 models so far, benches, scores, statuses, metrics and logs.
+  # Repeat the same call until it prints "chain finished". Exit 3: the deadline came first (call again).
+  #   here:  bash assets/train_bundled.sh carry .carry     (once; .carry in .git/info/exclude)
+  #   there: bash assets/train_bundled.sh device .carry    (carry [".carry"])
+  #   here:  cat <files_at>/session.tar.part-* | tar -x    (runs/snapshot/…: the models; runs/*.json: the numbers)
+  # A machine lost between calls loses runs/ (full checkpoints are 100–137 MB, more than a call carries): the
+  # next call starts the chain again; FM_FROM=runs/snapshot/fm-shapes32 (carried) goes on from the returned backbone.
+  src=${2:?device DIR}; out=${OUT:?device: \$OUT, the folder whose files the device tool returns}
+  export DEADLINE=$(( $(date +%s) + ${DEVICE_SECONDS:-480} ))
+  bash "$0" setup "$src"; export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+  mkdir -p runs
+  if [ ! -f runs/bench-engine.json ] && [ -d "$src/before/ntm_core" ]; then
+    $PY -m analysis.bench_training --device cuda --config ntm_core/configs/shapes32.yaml --objective ntm \
+      --steps 40 --before-code "$src/before" --out runs/bench-engine 2>&1 | grep -A12 "^# " || echo "bench-engine failed"
+  fi
+  # (FM_STEPS, NTM_STEPS and DEN_STEPS given: no bench; e.g. a dry run on the CPU with EXTRA's tiny settings)
+  [ -n "${FM_STEPS:-}" ] || [ -f runs/default-steps.env ] || [ -f runs/bench-default.json ] ||
+    $PY -m analysis.bench_training --device cuda \
+    --engine now --config ntm_core/configs/shapes32_fm.yaml --objective fm fm_to_ntm denoiser --steps 40 \
+    --out runs/bench-default 2>&1 | grep -A12 "^# "
+  bench=; [ ! -f runs/bench-default.json ] || bench=runs/bench-default.json
+  rc=0; BENCH=$bench bash "$0" default || rc=$?
+  rm -rf runs/snapshot; bash "$0" snapshot runs/snapshot
+  shopt -s nullglob; keep=(runs/*.json runs/*.env runs/*.log runs/*/status.json runs/*/metrics.jsonl)
+  [ ! -d runs/snapshot ] || keep+=(runs/snapshot)
+  [ ${#keep[@]} = 0 ] || tar -cf - "${keep[@]}" | split -b 15M - "$out/session.tar.part-"
+  ls -l "$out"; exit $rc ;;
 snapshot)
   # the default chain's models as they are now (a stopped or finished run's pipeline/), bf16, with their records
   dest=${2:?snapshot DIR}; mkdir -p "$dest"
@@ -166,7 +213,9 @@ unpack)
   src=${2:?unpack DIR}
   for run in $(ls "$src" | sed -n 's/\.tar\.part-.*//p' | sort -u); do cat "$src/$run".tar.part-* | tar -xf -; done ;;
 carry)
+  # …and the trainer as it was before the GPU engine (258c6ca), which bench_training's before rows run
   dest=${2:?carry DIR}; wheels "$dest"
+  mkdir -p "$dest/before"; git archive 258c6ca ntm_core | tar -x -C "$dest/before"
   $PY assets/compact_encoder.py "$dest"
   du -sh "$dest" ;;
 carry-mnist)
@@ -181,6 +230,6 @@ setup)
   [ ! -f "$src/minilm-compact.tar.xz" ] || $PY -c "import sys, tarfile
 tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" "$src/minilm-compact.tar.xz" /tmp/site ;;
 *) echo "usage: $0 phase1|phase2|export|mnist-bpd|mnist-bpd-reference|fm|ntm|denoiser|export-default|default|" \
-        "snapshot DIR|pack DIR|unpack DIR|carry DIR|carry-mnist DIR|setup DIR" >&2
+        "device DIR|snapshot DIR|pack DIR|unpack DIR|carry DIR|carry-mnist DIR|setup DIR" >&2
    exit 2 ;;
 esac

@@ -74,11 +74,13 @@ def euler_sample(predictor: Predictor, shape, num_steps: int, text: TextEmbeddin
 
 @torch.no_grad()
 def gaussian_sample(predictor: Predictor, shape, grid: torch.Tensor, text=None, generator=None,
-                    guidance_scale: float = 1.0, denoise: bool = False) -> torch.Tensor:
-    """The FM model as a K-step Gaussian sampler: x_s = μ̃(x_t, x_t − t·v) + σ̃ z, v guided. Returns x_{t_0}, or
-    with `denoise` its Tweedie estimate x_{t_0} − t_0·v (one more evaluation: E[x_0 | x_t] for a velocity model).
+                    guidance_scale: float = 1.0, denoise: bool = False, temperature: float = 1.0) -> torch.Tensor:
+    """The FM model as a K-step Gaussian sampler: x_s = μ̃(x_t, x_t − t·v) + temperature·σ̃ z, v guided. Returns
+    x_{t_0}, or with `denoise` its Tweedie estimate x_{t_0} − t_0·v (one more evaluation: E[x_0 | x_t] for a
+    velocity model).
 
-    Draws its noise in the same order as NTM.sample (the prior, then one z per step)."""
+    Draws its noise in the same order as NTM.sample (the prior, then one z per step), and like it scales each step's
+    z by the temperature, not the prior's: the same sampler as the NTM this model initialises, at any temperature."""
     p = next(predictor.parameters())
     randn = lambda: randn_tensor(shape, generator=generator, device=p.device, dtype=p.dtype)  # noqa: E731
     x = randn()
@@ -86,7 +88,7 @@ def gaussian_sample(predictor: Predictor, shape, grid: torch.Tensor, text=None, 
         t, s = grid[k].to(p), grid[k - 1].to(p)
         c_t, c_0, var = posterior_coefficients(t, s)
         x0_hat = x - t * guided_velocity(predictor, x, t, text, guidance_scale)
-        x = c_t * x + c_0 * x0_hat + var.sqrt() * randn()
+        x = c_t * x + c_0 * x0_hat + var.sqrt() * randn() * temperature
     if denoise:
         t0 = grid[0].to(p)
         x = x - t0 * guided_velocity(predictor, x, t0, text, guidance_scale)

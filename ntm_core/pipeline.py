@@ -271,12 +271,16 @@ class FlowMatchingPipeline(_TextToImagePipeline):
     def __call__(self, prompt=None, num_inference_steps: int = 50, guidance_scale: float = 1.0,
                  generator: torch.Generator | list[torch.Generator] | None = None, output_type: str = "pil",
                  num_images_per_prompt: int = 1, batch_size: int | None = None, sampler: str = "euler",
-                 t_min: float = 0.05, denoise: str = "none") -> GenerationOutput:
+                 t_min: float = 0.05, denoise: str = "none", temperature: float = 1.0) -> GenerationOutput:
         """sampler: 'euler' (the ODE, diffusers' scheduler, down to t = 0) or 'gaussian' (K posterior steps down to
-        t_min, then with denoise='score' the Tweedie step x − t_min·v to the data, as NTM's score denoising)."""
+        t_min, then with denoise='score' the Tweedie step x − t_min·v to the data, as NTM's score denoising).
+        temperature scales the Gaussian sampler's step noise (as NTM's); the Euler ODE has none."""
         self.check_output_type(output_type)
         if denoise not in ("none", "score") or (denoise == "score" and sampler != "gaussian"):
             raise ValueError(f"denoise must be 'none', or 'score' with sampler='gaussian'; got {denoise!r}")
+        if temperature != 1.0 and sampler != "gaussian":
+            raise ValueError(f"temperature applies to sampler='gaussian' only (the Euler ODE is deterministic given "
+                             f"its noise); got temperature={temperature!r} with sampler={sampler!r}")
         text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size)
         generator = self.check_generators(generator, n)
         start = time.perf_counter()
@@ -286,7 +290,8 @@ class FlowMatchingPipeline(_TextToImagePipeline):
                                   self.scheduler)
         elif sampler == "gaussian":
             grid = time_grid(num_inference_steps, t_min, dtype=next(self.predictor.parameters()).dtype)
-            images = gaussian_sample(self.predictor, shape, grid, text, generator, guidance_scale, denoise == "score")
+            images = gaussian_sample(self.predictor, shape, grid, text, generator, guidance_scale, denoise == "score",
+                                     temperature)
         else:
             raise ValueError(f"sampler must be 'euler' or 'gaussian', got {sampler!r}")
         return GenerationOutput(images=self.postprocess(images, output_type), seconds=time.perf_counter() - start)

@@ -163,3 +163,6 @@ def test_flow_matching_pipeline_gaussian_sampler_is_guided_and_denoises(tmp_path
     assert not torch.allclose(run(guidance_scale=3.0, denoise="score"), run(guidance_scale=3.0))
     with pytest.raises(ValueError, match="denoise"):
         fm("a red circle", num_inference_steps=4, denoise="score")  # Euler already ends at the data
+    assert not torch.allclose(run(temperature=0.0), run()), "the temperature reaches the Gaussian sampler"
+    with pytest.raises(ValueError, match="temperature"):
+        fm("a red circle", num_inference_steps=4, temperature=0.5)  # the Euler ODE has no step noise

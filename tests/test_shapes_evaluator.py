@@ -113,3 +113,30 @@ def test_score_model_pairs_each_image_with_its_own_prompt():
     assert [c[0] for c in right.calls] == [7] * (len(prompts) // 7) + [len(prompts) % 7]
     assert all(c[1:] == (4, {"denoise": "score"}) for c in right.calls)
     assert score_model(Drawer(1), 4, per_category=4, batch=7).loc["overall", "score"] < 0.5
+
+
+def test_score_model_cli_passes_numeric_options_as_numbers(monkeypatch, tmp_path):
+    """`--option temperature=0.5 denoise=score` reaches the pipeline as 0.5 (a number, as a sampler multiplies by
+    it) and "score" (a word); the table is written."""
+    import torch
+
+    import analysis.score_model as sm
+    from ntm_core.data.shapes import Spec, eval_prompts, from_uint8
+
+    spec_of = {p["caption"]: Spec.from_dict(p["spec"]) for p in eval_prompts(1, categories=["single_object"])}
+    seen = []
+
+    class Drawer:
+        def to(self, device):
+            return self
+
+        def __call__(self, captions, num_inference_steps, guidance_scale, generator, output_type, **options):
+            seen.append(options)
+            imgs = [from_uint8(render(spec_of[c], np.random.default_rng(0))[0]) for c in captions]
+            return type("Out", (), {"images": torch.stack(imgs)})()
+
+    monkeypatch.setattr(sm, "load_pipeline", lambda path: Drawer())
+    sm.main(["some-model", "--steps", "4", "--option", "temperature=0.5", "denoise=score", "--per-category", "1",
+             "--categories", "single_object", "--out", str(tmp_path / "s")])
+    assert seen and all(o == {"temperature": 0.5, "denoise": "score"} for o in seen)
+    assert isinstance(seen[0]["temperature"], float) and (tmp_path / "s.json").exists()
