@@ -41,6 +41,9 @@ COMMON="train.batch_size=256 train.lr=6.0e-4 train.warmup_steps=200 train.mixed_
 SHAPES=ntm_core/configs/shapes32.yaml
 PY=${PYTHON:-python3}  # the device image has python3; here, an activated venv's
 train() { $PY -m ntm_core.train "$@"; }
+# a 4-step sampler's score rows at temperatures 1, 0.5 and 0 (NAME-t1, -t05, -t0; README, "Sampling temperature, on
+# the same check": the temperature decides as much as training there)
+temperatures() { for T in 1 0.5 0; do printf ' %s' "$1-t${T/./}:$2:temperature=$T"; done; }
 wheels() {  # the packages of requirements.txt that the device image lacks, as wheels in $1/whl
   mkdir -p "$1/whl"
   $PY -m pip download -q --no-deps --only-binary=:all: -d "$1/whl" \
@@ -134,11 +137,11 @@ PYEOF
     until grep -q '"state": "finished"' runs/${job#*:}/status.json 2>/dev/null; do
       cap=${SECONDS_CAP:-510}
       if [ -n "${DEADLINE:-}" ]; then  # a call of bounded length (`device`): the run ends RESERVE s before it
-        cap=$(( DEADLINE - $(date +%s) - ${RESERVE:-90} ))
-        if [ $cap -lt ${MIN_RUN:-60} ]; then
+        left=$(( DEADLINE - $(date +%s) - ${RESERVE:-90} ))
+        if [ $left -lt ${MIN_RUN:-60} ]; then
           echo "deadline: ${job%%:*} goes on in the next call"; wait; exit 3
         fi
-        [ $cap -le ${SECONDS_CAP:-510} ] || cap=${SECONDS_CAP:-510}
+        [ $left -ge $cap ] || cap=$left
       fi
       EXTRA=$extra SECONDS_CAP=$cap bash "$0" ${job%%:*} || {
         [[ $extra == *mixed_precision=no* ]] && exit 1
@@ -146,12 +149,9 @@ PYEOF
         echo "${job%%:*} failed; going on in float32 from its last checkpoint"; }
     done
     case ${job%%:*} in
-    # the 4-step samplers at temperatures 1, 0.5 and 0 (README, "Sampling temperature, on the same check": a σ fitted
-    # for likelihood draws noise at 1)
-    fm) scores="fm-euler50:--steps:50 fm-euler4:--steps:4"
-        for T in 1 0.5 0; do scores="$scores fm-gauss4-t${T/./}:--steps:4:--option:sampler=gaussian:denoise=score:temperature=$T"; done ;;
-    ntm) scores=""; for T in 1 0.5 0; do scores="$scores ntm4-score-t${T/./}:--steps:4:--option:denoise=score:temperature=$T"; done ;;
-    denoiser) scores=""; for T in 1 0.5 0; do scores="$scores ntm4-learned-t${T/./}:--steps:4:--option:denoise=learned:temperature=$T"; done ;;
+    fm) scores="fm-euler50:--steps:50 fm-euler4:--steps:4 $(temperatures fm-gauss4 --steps:4:--option:sampler=gaussian:denoise=score)" ;;
+    ntm) scores=$(temperatures ntm4-score --steps:4:--option:denoise=score) ;;
+    denoiser) scores=$(temperatures ntm4-learned --steps:4:--option:denoise=learned) ;;
     esac  # name:its arguments, ':' for ' ' 
     { for s in $scores; do
       [ -f runs/score-${s%%:*}.json ] || $PY -m analysis.score_model runs/${job#*:}/pipeline ${SCORE_ARGS:-} \
