@@ -28,7 +28,9 @@ def main() -> None:
 
     registry = Registry()
     rows = []
-    for final in ("learned", "score", "none"):
+    # the learned denoiser only where the model has one (an NTM without one offers score and none)
+    finals = ("learned", "score", "none") if registry.info(a.model).has_denoiser else ("score", "none")
+    for final in finals:
         generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, 0, False, 1, final)
         secs = []
         for r in range(a.repeats):

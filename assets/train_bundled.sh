@@ -13,8 +13,7 @@
 # The next default model (issue 11: the GPU engine; not trained yet — pending a GPU session). One job at a time,
 # each call ≤ SECONDS_CAP s and resumed by the next call from its last checkpoint, shapes rendered on the GPU:
 #   bash assets/train_bundled.sh fm        # the flow-matching backbone (shapes32_fm.yaml); repeat until finished
-#                                          # FM_FROM=assets/fm-shapes32: go on from the bundled one (a later
-#                                          # session, once it is a retrained sin-cos-position backbone)
+#                                          # FM_FROM=assets/fm-shapes32: go on from the bundled one (a new schedule)
 #   bash assets/train_bundled.sh ntm       # NTM finetuned from it (NTM_METHOD §5); repeat until finished
 #   bash assets/train_bundled.sh denoiser  # its self-distilled denoiser; repeat until finished
 #   bash assets/train_bundled.sh export-default   # bf16 copies: assets/fm-shapes32, assets/ntm-shapes32 (EXPORT_TO)
@@ -97,14 +96,14 @@ fm|ntm|denoiser)
   # lr 1e-5: at 1e-4 the finetune lost the FM model's drawing on the CPU check (README, "NTM finetuned from the FM
   # model, on the same check"); NTM_LR to try another
   ntm) args="objective=fm_to_ntm name=ntm-shapes32-from-fm output_dir=runs/ntm-shapes32-from-fm
-             init_from=runs/fm-shapes32/pipeline train.steps=${NTM_STEPS:-8000} train.lr=${NTM_LR:-1.0e-5}" ;;
+             init_from=${FM_PIPELINE:-runs/fm-shapes32/pipeline} train.steps=${NTM_STEPS:-8000} train.lr=${NTM_LR:-1.0e-5}" ;;
   denoiser) args="objective=denoiser name=ntm-shapes32-denoiser output_dir=runs/ntm-shapes32-denoiser
                   init_from=runs/ntm-shapes32-from-fm/pipeline train.steps=${DEN_STEPS:-4000} train.lr=1.0e-3" ;;
   esac
   train --config $V2 --resume --set $args train.max_seconds=${SECONDS_CAP:-510} ${EXTRA:-} 2>&1 | tee -a runs/$1.log ;;
 export-default)
   # EXPORT_TO: where the bundles go (on a machine that re-syncs the tree between calls, an ignored folder)
-  $PY -m ntm_core.export runs/fm-shapes32/pipeline ${EXPORT_TO:-assets}/fm-shapes32
+  [ -n "${FM_PIPELINE:-}" ] || $PY -m ntm_core.export runs/fm-shapes32/pipeline ${EXPORT_TO:-assets}/fm-shapes32
   $PY -m ntm_core.export runs/ntm-shapes32-denoiser/pipeline ${EXPORT_TO:-assets}/ntm-shapes32 ;;
 default)
   # The default model in one go: fm, then ntm from it, then its denoiser, each trained in runs of ≤ SECONDS_CAP s
@@ -132,7 +131,10 @@ PYEOF
   # a job that fails (a NaN loss: the trainer stops before checkpointing it) goes on in float32 from its last checkpoint;
   # each finished job is scored where it trained (runs/score-*.json), beside the next job (the GPU has room for both),
   # so a session knows at once whether it draws
+  # FM_PIPELINE=assets/fm-shapes32: no fm job; NTM is finetuned from that backbone (the bundled one, trained on
+  # 2026-11-24), which a fresh machine has with the tree
   for job in fm:fm-shapes32 ntm:ntm-shapes32-from-fm denoiser:ntm-shapes32-denoiser; do
+    [ ${job%%:*} = fm ] && [ -n "${FM_PIPELINE:-}" ] && continue
     extra=${EXTRA:-}
     until grep -q '"state": "finished"' runs/${job#*:}/status.json 2>/dev/null; do
       cap=${SECONDS_CAP:-510}
@@ -177,13 +179,18 @@ device)
   #   here:  cat <files_at>/session.tar.part-* | tar -x    (runs/snapshot/…: the models; runs/*.json: the numbers)
   # A machine lost between calls loses runs/ (full checkpoints are 100–137 MB, more than a call carries): the
   # next call starts the chain again; FM_FROM=runs/snapshot/fm-shapes32 (carried) goes on from the returned backbone.
+  # That happened on 2026-11-24 (a reply came > 30 s after a call): the bundled fm-shapes32 is the second call's
+  # snapshot (4,933 steps) finished by a third call with FM_FROM, FM_STEPS=3000 and EXTRA="train.lr=4.0e-4
+  # train.warmup_steps=100" (its card). The next session: FM_PIPELINE=assets/fm-shapes32 (NTM and its denoiser).
   src=${2:?device DIR}; out=${OUT:?device: \$OUT, the folder whose files the device tool returns}
   export DEADLINE=$(( $(date +%s) + ${DEVICE_SECONDS:-480} ))
   bash "$0" setup "$src"; export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   mkdir -p runs
   if [ ! -f runs/bench-engine.json ] && [ -d "$src/before/ntm_core" ]; then
+    # at batch 256, the batch the earlier bundles trained at: at shapes32.yaml's own 32 the GPU waits on kernel
+    # launches, and the two sessions of 2026-11-24 measured now / before 0.52 and 0.69 there
     $PY -m analysis.bench_training --device cuda --config ntm_core/configs/shapes32.yaml --objective ntm \
-      --steps 40 --before-code "$src/before" --out runs/bench-engine 2>&1 | grep -A12 "^# " || echo "bench-engine failed"
+      --set train.batch_size=256 --steps 40 --before-code "$src/before" --out runs/bench-engine 2>&1 | grep -A12 "^# " || echo "bench-engine failed"
   fi
   # (FM_STEPS, NTM_STEPS and DEN_STEPS given: no bench; e.g. a dry run on the CPU with EXTRA's tiny settings)
   [ -n "${FM_STEPS:-}" ] || [ -f runs/default-steps.env ] || [ -f runs/bench-default.json ] ||

@@ -1,7 +1,9 @@
 """The app's controls say what runs: per-model control state, pickers filtered by what a tab needs, a prompt outside
 a model's vocabulary noted, the final step checked against the model, and output files pruned. Reads the bundled
 models' folders (no weights are loaded)."""
+import json
 import os
+import shutil
 import time
 
 import pandas as pd
@@ -13,19 +15,29 @@ from app.widgets import OutputFiles, slug
 
 
 @pytest.fixture(scope="module")
-def registry():
+def registry(tmp_path_factory):
     r = Registry()
     needed = {"ntm-shapes32", "fm-shapes32", "ntm-mnist28", "gauss-shapes32"}
     if not needed <= set(r.choices()):
         pytest.skip("the bundled models are not in assets/")
-    return r
+    # no bundled model has a learned denoiser until the default's is trained: a copy of the default's configs whose
+    # model_index names one stands in for such a model (configs only; no weights are read here)
+    with_denoiser = tmp_path_factory.mktemp("models") / "ntm-with-denoiser"
+    shutil.copytree(r.folder("ntm-shapes32"), with_denoiser, ignore=shutil.ignore_patterns("*.safetensors"))
+    index = json.loads((with_denoiser / "model_index.json").read_text())
+    index["denoiser"] = ["ntm_core.denoiser", "Denoiser"]
+    (with_denoiser / "model_index.json").write_text(json.dumps(index))
+    env = pytest.MonkeyPatch()
+    env.setenv("NTM_STUDIO_MODELS", str(with_denoiser))
+    yield r
+    env.undo()
 
 
 def test_pickers_list_only_models_that_can_do_the_job(registry):
     ntm = registry.choices("ntm")
     assert "fm-shapes32" in registry.choices() and "fm-shapes32" not in ntm and "ntm-mnist28" in ntm
     with_denoiser = registry.choices("denoiser")
-    assert "ntm-shapes32" in with_denoiser and "ntm-mnist28" not in with_denoiser
+    assert with_denoiser == ["ntm-with-denoiser"], "only an NTM whose model_index names a denoiser"
     info = registry.info("gauss-shapes32")
     assert info.is_ntm and info.gaussian_only and not registry.info("ntm-shapes32").gaussian_only
 
@@ -39,6 +51,8 @@ def test_controls_follow_the_model(registry):
     assert final["value"] == "score" and temperature["interactive"] is True and steps["maximum"] == 4
     assert all("handwritten digit" in s[0] for s in examples["samples"]), "the examples follow the model"
     final, *_ = controls(registry, "ntm-shapes32")
+    assert [v for _, v in final["choices"]] == ["score", "none"] and final["value"] == "score"
+    final, *_ = controls(registry, "ntm-with-denoiser")
     assert final["choices"] == FINAL and final["value"] == "learned"
 
 
@@ -58,8 +72,9 @@ def test_the_final_step_is_checked_against_the_model(registry):
         return problems(registry, args["prompt"], model, args["steps"], args["guidance"], args["temperature"],
                         args["seed"], args["randomize"], args["count"], final)[-1]
     assert "no learned denoiser" in final_problem("ntm-mnist28", "learned")
-    assert final_problem("ntm-mnist28", "score") is None and final_problem("ntm-shapes32", "learned") is None
-    assert "learned, score or none" in final_problem("ntm-shapes32", "learned denoiser (fast)")
+    assert "no learned denoiser" in final_problem("ntm-shapes32", "learned")
+    assert final_problem("ntm-mnist28", "score") is None and final_problem("ntm-with-denoiser", "learned") is None
+    assert "learned, score or none" in final_problem("ntm-with-denoiser", "learned denoiser (fast)")
     fm = problems(registry, "a red circle", "fm-shapes32", 50, 3.0, 1.0, 0, False, 1, "none")
     assert fm == [None] * 9, "flow matching takes up to 50 Euler steps"
 
