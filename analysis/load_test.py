@@ -75,7 +75,7 @@ def final_steps(model: str) -> list[str]:
     """The mix of final steps a user picks: mostly the learned denoiser where the model has one."""
     from app.registry import Registry
 
-    return ["learned", "learned", "score"] if model in Registry().choices("denoiser") else ["score", "score", "none"]
+    return ["learned", "learned", "score"] if Registry().info(model).has_denoiser else ["score", "score", "none"]
 
 
 def one_call(client, kind: str, model: str, rng: random.Random) -> None:

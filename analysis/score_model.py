@@ -17,6 +17,7 @@ import torch
 from analysis import key_values
 from analysis.benchmark import generate
 from analysis.shapes_eval import score
+from ntm_core.config import parse_value
 from ntm_core.data.shapes import CATEGORIES, eval_prompts
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 from ntm_core.report import environment, report
@@ -29,14 +30,6 @@ def score_model(pipe, steps: int, options: dict | None = None, per_category: int
     prompts = eval_prompts(per_category, seed, split, categories)
     images, _ = generate(pipe, [p["caption"] for p in prompts], steps, options or {}, guidance, seed, batch)
     return score(list(images.float().cpu()), [p["spec"] for p in prompts])
-
-
-def _number(value: str):
-    """An option's value as the pipeline takes it: temperature=0.5 a number, denoise=score a word."""
-    try:
-        return float(value)
-    except ValueError:
-        return value
 
 
 def main(argv=None) -> None:
@@ -53,7 +46,8 @@ def main(argv=None) -> None:
     ap.add_argument("--categories", nargs="+", choices=CATEGORIES, default=list(CATEGORIES))
     ap.add_argument("--out", default=None, help="also write <out>.json/.csv/.md")
     a = ap.parse_args(argv)
-    options = {k: _number(v) for k, v in key_values(ap, a.option, "--option").items()}
+    # as the pipeline takes them: temperature=0.5 a number, denoise=score a word (the trainer's --set parsing)
+    options = {k: parse_value(v) for k, v in key_values(ap, a.option, "--option").items()}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(a.model).to(device)
     steps = a.steps or (4 if isinstance(pipe, NTMPipeline) else 50)

@@ -19,6 +19,11 @@ NTM_STEPS, FM_STEPS = 4, 50  # an NTM is trained for 1–4 steps; the flow-match
 EXAMPLE_SEED = 0
 
 
+def final_choices(info) -> list[tuple[str, str]]:
+    """The final steps an NTM offers (label, value): the learned denoiser only where the model has one."""
+    return FINAL if info.has_denoiser else FINAL[1:]
+
+
 def problems(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final) -> list:
     """One entry per input of the Generate event (None = fine), in the event's input order."""
     model_issue = model_problem(registry, model)
@@ -112,8 +117,7 @@ def controls(registry, model):
                                 info="flow matching has no temperature: its ODE is deterministic given the noise")
         steps = gr.update(maximum=FM_STEPS, value=FM_STEPS, info="Euler steps of the flow-matching ODE")
     else:
-        choices = FINAL if info.has_denoiser else FINAL[1:]
-        final = gr.update(choices=choices, value=default_final_step(info.has_denoiser), interactive=True,
+        final = gr.update(choices=final_choices(info), value=default_final_step(info.has_denoiser), interactive=True,
                           info=None if info.has_denoiser else "this model has no learned denoiser (score or none)")
         temperature = gr.update(interactive=True, info="scales the predictor's σ (1 = the model's density)")
         steps = gr.update(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps (the model was trained for 1–4)")

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ntm_core.report import environment, report
 
-from .generate import generate_images
+from .generate import final_choices, generate_images
 from .registry import Registry
 
 
@@ -28,9 +28,7 @@ def main() -> None:
 
     registry = Registry()
     rows = []
-    # the learned denoiser only where the model has one (an NTM without one offers score and none)
-    finals = ("learned", "score", "none") if registry.info(a.model).has_denoiser else ("score", "none")
-    for final in finals:
+    for _, final in final_choices(registry.info(a.model)):
         generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, 0, False, 1, final)
         secs = []
         for r in range(a.repeats):

@@ -50,6 +50,11 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+
                               list("-+0123456789."))
 
 
+def parse_value(raw: str):
+    """A `key=value` command-line value as YAML reads it: 0.5 and 3e-4 numbers, score a word, true a bool."""
+    return yaml.load(raw, Loader=_Loader)
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in (override or {}).items():
@@ -70,7 +75,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> dict:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.load(raw, Loader=_Loader)
+        node[leaf] = parse_value(raw)
     if cfg["objective"] not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg['objective']!r}")
     if cfg["objective"] in ("fm_to_ntm", "denoiser") and not cfg["init_from"]:
