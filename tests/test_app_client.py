@@ -26,11 +26,16 @@ def client(tmp_path_factory):
 
 
 def _write_reference(folder):
-    """The in-distribution reference the app reads, written by analysis.likelihood_reference."""
+    """The in-distribution reference and the discrete decoder the app reads (analysis.likelihood_reference,
+    analysis.eight_bit)."""
+    from analysis.eight_bit import fit_decoder, images
     from analysis.likelihood_reference import write_reference
     from ntm_core.pipeline import load_pipeline
 
-    write_reference(folder, load_pipeline(folder), "shapes", 48, 4, 0)
+    pipe = load_pipeline(folder)
+    write_reference(folder, pipe, "shapes", 48, 4, 0)
+    x, prompts, _ = images("shapes", "train", 8, pipe.sample_shape[1], 3, "", 0)
+    fit_decoder(pipe, x, prompts, 4, 0, 8).save(folder)
 
 
 def _generate(client, seed, final="learned", count=2):
@@ -77,6 +82,10 @@ def test_likelihood_of_an_uploaded_png(client, tmp_path):
     assert rank["data"][0][-1] == "most likely"
     assert all(row[-1] in ("less likely", "tie with the best (within noise)") for row in rank["data"][1:])
     assert "In-distribution check" in note and any(w in note for w in ("typical", "unusual"))
+    import re
+
+    eight = re.search(r"8-bit bound\*\* under \*[^*]+\*: \*\*([0-9.]+) ± ([0-9.]+) bits/dim", note)
+    assert eight and float(eight.group(1)) > 0 and float(eight.group(2)) > 0, note  # −log₂ P(x) ≥ 0 for a discrete x
     assert [row[0] for row in parts["data"]][-1] == "prior" and len(parts["data"]) == 5
     import pandas as pd
 
