@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import torch
 
 from ntm_core.discrete_decoder import DiscreteDecoder, eight_bit_bound
-from ntm_core.images import to_uint8
+from ntm_core.images import from_uint8, to_uint8
 from ntm_core.pipeline import LIKELIHOOD_REFERENCE
 
 from .figures import distribution_figure, nll_parts_figure, ranking_figure
@@ -146,13 +146,21 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
         progress(0.1, desc="generating images")
     out = pipe(prompt, num_images_per_prompt=int(count), num_inference_steps=4, guidance_scale=3.0,
                generator=torch.Generator().manual_seed(int(seed)), output_type="model")
-    images = out.images
+    images = from_uint8(to_uint8(out.images))  # the images as shown: 8-bit, so that P(x) is defined
     if progress is not None:
-        progress(0.5, desc="exact likelihoods of forward trajectories")
+        progress(0.4, desc="exact likelihoods of forward trajectories")
     results = pipe.log_likelihood(images, prompt, int(steps), int(trajectories),
                                   torch.Generator().manual_seed(int(seed) + 1))
     labels = [f"image {i + 1}" for i in range(images.shape[0])]
     df = _rows(results, labels)
+    eight = None
+    if not results[0].has_data_bound:  # a t_min > 0 model: its 8-bit bound goes through its decoder
+        if progress is not None:
+            progress(0.7, desc="8-bit bounds")
+        eight, _ = eight_bit_bounds(pipe, images, prompt, int(steps), int(trajectories), int(seed),
+                                    registry.folder(model))
+    if eight is not None:
+        df["8-bit bound bits/dim"] = eight.flatten().tolist()  # rows are trajectory-major, as eight's
     gallery = [(show(to_uint8(im), 128), lb) for im, lb in zip(images, labels)]
     fig_parts = nll_parts_figure(results[0], 0, f"Per-step parts, image 1, trajectory 1 (K = {int(steps)})")
     fig_dist = distribution_figure(df, "item", "bits/dim (trajectory)",
@@ -201,25 +209,37 @@ def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, 
     return seen, note, fig_rank, fig_ref, fig_parts, rank.round(4), parts, _csv(df, "likelihood-upload")
 
 
-def eight_bit_note(pipe, x: torch.Tensor, prompt: str, steps: int, trajectories: int, seed: int, folder) -> str:
-    """The 8-bit bound of one image under `prompt`, averaged over `trajectories` forward trajectories, in words."""
+def eight_bit_bounds(pipe, x: torch.Tensor, prompts, steps: int, trajectories: int, seed: int, folder):
+    """The 8-bit bound (bits/dim) of 8-bit images x [B, ...] under their prompts (one per image, or one for all),
+    [trajectories, B], and how it was formed; (None, why not) for a model that has no 8-bit bound."""
+    b = x.shape[0]
     xs = x.repeat(trajectories, 1, 1, 1)
-    text = pipe.encode_prompt([prompt] * trajectories)[0] if pipe.text_dim else None
+    if pipe.text_dim:
+        prompts = [prompts] * b if isinstance(prompts, str) else list(prompts)
+        text = pipe.encode_prompt(prompts * trajectories)[0]
+    else:
+        text = None
     g = torch.Generator().manual_seed(int(seed) + 2)
     model = pipe.ntm
     if model.schedule.config.dequantize_levels:
         with torch.no_grad():
             values = model.nll(xs, text, steps, g).data_bits_per_dim
-        how = "dequantized trajectory"
-    else:
-        decoder = DiscreteDecoder.load(folder)
-        if decoder is None:
-            return ("\n\n**8-bit bound**: none — this model has no discrete decoder "
-                    "(`python -m analysis.eight_bit --model … --save` fits one).")
-        b = eight_bit_bound(model, xs, decoder, text, steps, g)
-        values = b.bits_per_dim
-        how = (f"bound on x_t0 {b.x_t0.mean().item():.3f} + noise term {b.noise:.3f} + decoder "
-               f"{b.decoder.mean().item():.3f}")
+        return values.reshape(trajectories, b), "dequantized trajectory"
+    decoder = DiscreteDecoder.load(folder)
+    if decoder is None:
+        return None, "this model has no discrete decoder (`python -m analysis.eight_bit --model … --save` fits one)"
+    bound = eight_bit_bound(model, xs, decoder, text, steps, g)
+    how = (f"bound on x_t0 {bound.x_t0.mean().item():.3f} + noise term {bound.noise:.3f} + decoder "
+           f"{bound.decoder.mean().item():.3f}")
+    return bound.bits_per_dim.reshape(trajectories, b), how
+
+
+def eight_bit_note(pipe, x: torch.Tensor, prompt: str, steps: int, trajectories: int, seed: int, folder) -> str:
+    """The 8-bit bound of one image under `prompt`, averaged over `trajectories` forward trajectories, in words."""
+    values, how = eight_bit_bounds(pipe, x, prompt, steps, trajectories, seed, folder)
+    if values is None:
+        return f"\n\n**8-bit bound**: none — {how}."
+    values = values[:, 0]
     se = f" ± {values.std().item() / math.sqrt(len(values)):.3f}" if len(values) > 1 else ""
     return (f"\n\n**8-bit bound** under *{prompt}*: **{values.mean().item():.3f}{se} bits/dim** = −log₂ P(x) "
             f"per dimension of the 8-bit image at most ({how}; on MNIST RealNVP 1.06, Glow 1.05, FFJORD 0.99).")

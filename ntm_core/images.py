@@ -21,9 +21,10 @@ def from_pixels(values: torch.Tensor) -> torch.Tensor:
 
 
 def from_uint8(array: np.ndarray) -> torch.Tensor:
-    """uint8 [H, W, C] or [H, W] → float32 [C, H, W] in model scaling (a copy: PIL arrays are read-only)."""
+    """uint8 [H, W, C] or [H, W] → float32 [C, H, W] in model scaling (a copy: PIL arrays are read-only); a batch
+    [B, H, W, C] (what `to_uint8` returns) → [B, C, H, W]."""
     t = torch.tensor(array)
-    return from_pixels(t[None] if t.dim() == 2 else t.permute(2, 0, 1))
+    return from_pixels(t[None] if t.dim() == 2 else t.movedim(-1, -3))
 
 
 def to_uint8(x) -> np.ndarray:

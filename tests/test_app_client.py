@@ -93,6 +93,20 @@ def test_likelihood_of_an_uploaded_png(client, tmp_path):
     assert len(df) == 3 * 3 and {"item", "trajectory", "bound bits/dim on x_t0"} <= set(df.columns)
 
 
+def test_likelihood_of_generated_images_names_each_density(client):
+    import pandas as pd
+
+    gallery, _, _, summary, csv = client.predict("a red circle", "testmodel", 4, 2, 3, 0,
+                                                 api_name="/likelihood_generated")
+    assert len(gallery) == 2
+    df = pd.read_csv(csv if isinstance(csv, str) else csv["path"])
+    assert len(df) == 2 * 3 and list(df["trajectory"]) == [1, 1, 2, 2, 3, 3]
+    eight = df["8-bit bound bits/dim"]  # through the model's discrete decoder (t_min > 0)
+    assert eight.notna().all() and (eight > 0).all(), df  # −log₂ P(x) ≥ 0 for a discrete x
+    assert (eight != df["bound bits/dim on x_t0"]).all()
+    assert "8-bit bound bits/dim mean" in summary["headers"]
+
+
 def test_corrupt_upload_is_a_clear_error(client, tmp_path):
     from gradio_client import handle_file
 
