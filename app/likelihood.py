@@ -37,10 +37,10 @@ EXPLAIN = (
     "noised to t_min, a continuous density in [−1, 1] scaling (negative values are normal). Compare it only "
     "between images and prompts of one model.\n"
     "- **8-bit bound** — −log₂ P(x) of the 8-bit image, the bits/dim of RealNVP (1.06 on MNIST), Glow (1.05), "
-    "FFJORD (0.99); shown for an upload under its most likely prompt. A model trained in the 8-bit configuration "
-    "(t_min = 0): E_v[bound on x + v] + log₂ 128, v ~ U[0, 2/256) per pixel in [−1, 1] scaling. A model with "
-    "t_min > 0, through its discrete decoder P(x | τ) (a table fitted on training images): bound on x_{t_0} − "
-    "½·log₂(2πe t_min²) + E[−log₂ P(x | τ)].")
+    "FFJORD (0.99); shown for generated images and for an upload (under its most likely prompt). A model trained "
+    "in the 8-bit configuration (t_min = 0): E_v[bound on x + v] + log₂ 128, v ~ U[0, 2/256) per pixel in [−1, 1] "
+    "scaling. A model with t_min > 0, through its discrete decoder P(x | τ) (a table fitted on training images): "
+    "bound on x_{t_0} − ½·log₂(2πe t_min²) + E[−log₂ P(x | τ)].")
 TIE_SE = 2.0  # a candidate within this many standard errors of the best one is a tie
 
 
