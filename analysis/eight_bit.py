@@ -113,8 +113,9 @@ def main() -> None:
     decoder = None
     if pipe.scheduler.config.t_min > 0:
         xf, pf, fit_what = images(a.data, "train", a.fit_n, size, c, a.mnist, a.seed)
+        command = "python -m analysis.eight_bit " + " ".join(sys.argv[1:])
         decoder = fit_decoder(pipe, xf, pf, a.steps, a.seed + 10_000, a.batch, bins=a.bins, images=fit_what,
-                              n=len(xf), trajectory_steps=a.steps, command="python -m analysis.eight_bit " + " ".join(sys.argv[1:]))
+                              n=len(xf), trajectory_steps=a.steps, command=command)
         if a.save:
             print("decoder written to", decoder.save(a.model))
     fit_seconds = time.perf_counter() - start
