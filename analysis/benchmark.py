@@ -4,7 +4,7 @@ held-out prompts with fixed seeds, exact NLL on held-out real images, and images
     python -m analysis.benchmark --model ntm=assets/ntm-shapes32 [--model fm=assets/fm-shapes32 …] \
         --per-category 20 --out results/benchmark
 
-Model keys: ntm (rows: score / learned / no denoising at 4 steps, learned at 1, 2, 8), fm (Euler at 1, 2, 4, 8, 50,
+Model keys: ntm (rows: score and learned denoising at 4, 1, 2, 8 steps, no denoising at 4), fm (Euler at 1, 2, 4, 8, 50,
 and the same network as a 4-step Gaussian sampler with its Tweedie step to the data — what an NTM finetuned from it
 computes before finetuning), ntm_from_fm and gauss (4 steps, score denoising). Images/s at batch 1 and 16.
 Writes <out>.json, <out>.csv and <out>.md. Every number in those files is measured in the run that wrote them.
@@ -23,11 +23,13 @@ from ntm_core.report import environment, report
 from analysis import key_values
 from analysis.shapes_eval import score
 from ntm_core.data.shapes import ShapesDataset, eval_prompts
+from ntm_core.discrete_decoder import DiscreteDecoder, eight_bit_bound
 from ntm_core.images import to_unit
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 
 ROWS = {  # (method, steps, the pipeline call's sampler options)
-    "ntm": [("NTM + score denoising", 4, {"denoise": "score"}), ("NTM, no denoising", 4, {"denoise": "none"})]
+    "ntm": [("NTM + score denoising", k, {"denoise": "score"}) for k in (4, 1, 2, 8)]
+    + [("NTM, no denoising", 4, {"denoise": "none"})]
     + [("NTM + learned denoiser", k, {"denoise": "learned"}) for k in (4, 1, 2, 8)],
     "ntm_from_fm": [("NTM from FM + score denoising", 4, {"denoise": "score"})],
     "fm": [("FM, Euler", k, {}) for k in (1, 2, 4, 8, 50)]
@@ -69,9 +71,20 @@ def heldout_trajectory_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed:
     return pipe.log_likelihood(x, captions, steps, 1, torch.Generator().manual_seed(seed))[0]
 
 
-def heldout_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0) -> dict:
+def heldout_nll(pipe: NTMPipeline, folder: str, n: int = 64, steps: int = 4, seed: int = 0) -> dict:
+    """Held-out likelihoods in bits/dim: the exact trajectory NLL, the bound on x_{t_0}, and the 8-bit bound (through
+    the folder's discrete decoder, or the 8-bit configuration's own) where the model has one."""
     res = heldout_trajectory_nll(pipe, n, steps, seed)
-    return {"nll_bpd_trajectory": res.bits_per_dim.mean().item(), "nll_bpd_bound": res.bound_bits_per_dim.mean().item()}
+    out = {"nll_bpd_trajectory": res.bits_per_dim.mean().item(), "nll_bpd_bound": res.bound_bits_per_dim.mean().item()}
+    decoder = DiscreteDecoder.load(folder)
+    if res.has_data_bound:
+        out["nll_bpd_8bit"] = res.data_bits_per_dim.mean().item()
+    elif decoder is not None:
+        x, captions = heldout_images(n)
+        bound = eight_bit_bound(pipe.ntm, x, decoder, pipe.encode_prompt(captions)[0] if pipe.text_dim else None, steps,
+                                torch.Generator().manual_seed(seed))
+        out["nll_bpd_8bit"] = bound.bits_per_dim.mean().item()
+    return out
 
 
 def fidelity(images: torch.Tensor, reference: torch.Tensor) -> dict:
@@ -102,7 +115,7 @@ def run(models: dict[str, str], per_category: int, guidance: float, seed: int, s
     rows = []
     for key, folder in models.items():
         pipe = load_pipeline(folder)
-        nll = heldout_nll(pipe) if isinstance(pipe, NTMPipeline) else {}
+        nll = heldout_nll(pipe, folder) if isinstance(pipe, NTMPipeline) else {}
         score_images = {}  # steps → score-denoised images, the learned denoiser's reference (same seeds)
         for label, steps, options in ROWS[key]:
             denoise = options.get("denoise")

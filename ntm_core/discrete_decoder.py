@@ -91,9 +91,10 @@ class DiscreteDecoder:
             with open(os.path.join(folder or "", DECODER_FILE)) as f:
                 d = json.load(f)
             counts = [[float(v) for v in row] for row in d["counts"]]
-            if not counts or len({len(r) for r in counts}) != 1 or len(counts[0]) < 2 or d.get("range", RANGE) != RANGE:
-                return None
-            return cls(counts=counts, smoothing=float(d.get("smoothing", 0.5)), fitted_on=d.get("fitted_on", {}))
+            smoothing = float(d.get("smoothing", 0.5))
+            well_formed = (counts and len({len(r) for r in counts}) == 1 and len(counts[0]) >= 2 and smoothing > 0
+                           and all(v >= 0 for r in counts for v in r) and d.get("range", RANGE) == RANGE)
+            return cls(counts=counts, smoothing=smoothing, fitted_on=d.get("fitted_on", {})) if well_formed else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -141,6 +142,10 @@ def eight_bit_bound(model, x: torch.Tensor, decoder: DiscreteDecoder, text=None,
     if t0 <= 0:
         raise ValueError("this model's trajectory starts at dequantized data (t_min = 0): its 8-bit bound is "
                          "TrajectoryNLL.data_bits_per_dim, no decoder needed")
+    off_grid = (x.double() - (pixel_levels(x, decoder.levels).double() * 2 / (decoder.levels - 1) - 1)).abs().max()
+    if off_grid > 1e-3:
+        raise ValueError(f"the 8-bit bound is of 8-bit images: pixel values k/127.5 − 1 in model scaling (this batch "
+                         f"is {off_grid.item():.3g} off them); quantize first (ntm_core.images.to_uint8, from_uint8)")
     states, grid = model.forward_trajectory(x, num_steps, generator)
     bound, mean = tweedie_estimate(model, states, grid, text)
     decoder_bits = -decoder.log_prob(x, mean) / (x[0].numel() * LN2)

@@ -57,6 +57,10 @@ def test_save_load_and_refusals(tmp_path):
     assert DiscreteDecoder.load(str(tmp_path / "nowhere")) is None
     (tmp_path / "discrete_decoder.json").write_text("{not json")
     assert DiscreteDecoder.load(str(tmp_path)) is None
+    (tmp_path / "discrete_decoder.json").write_text('{"counts": [[1, -2], [0, 3]]}')  # a negative count
+    assert DiscreteDecoder.load(str(tmp_path)) is None
+    with pytest.raises(ValueError, match="8-bit images"):  # a float image, not 8-bit pixels
+        eight_bit_bound(small_ntm(), torch.full((1, 3, 8, 8), 0.3, dtype=torch.float64), _random_decoder(3, 256, 0))
     eight_bit_model = small_ntm(t_min=0.0, min_sigma=0.1, dequantize_levels=256)
     with pytest.raises(ValueError, match="data_bits_per_dim"):
         eight_bit_bound(eight_bit_model, torch.zeros(1, 3, 8, 8, dtype=torch.float64), dec)
