@@ -42,6 +42,7 @@ EXPLAIN = (
     "scaling. A model with t_min > 0, through its discrete decoder P(x | τ) (a table fitted on training images): "
     "bound on x_{t_0} − ½·log₂(2πe t_min²) + E[−log₂ P(x | τ)].")
 TIE_SE = 2.0  # a candidate within this many standard errors of the best one is a tie
+ON_X_T0 = "bound bits/dim on x_t0"  # every number names its density (issue 13): this one is the noised image's
 
 
 def _csv(df: pd.DataFrame, stem: str) -> str:
@@ -72,7 +73,7 @@ def _rows(results, labels) -> pd.DataFrame:
     for j, nll in enumerate(results):
         for i, label in enumerate(labels):
             row = {"item": label, "trajectory": j + 1, "bits/dim (trajectory)": nll.bits_per_dim[i].item(),
-                   "bound bits/dim on x_t0": nll.bound_bits_per_dim[i].item()}
+                   ON_X_T0: nll.bound_bits_per_dim[i].item()}
             if nll.has_data_bound:
                 row["8-bit bound bits/dim"] = nll.data_bits_per_dim[i].item()
             rows.append(row)
@@ -117,7 +118,7 @@ def reference_figure(reference: dict, value: float) -> go.Figure:
 
 
 def rank_candidates(scores: torch.Tensor, candidates: list[str]) -> pd.DataFrame:
-    """scores [P, T] (bits/dim, shared trajectories) → ranking with the paired difference to the best prompt and
+    """scores [P, T] (bound bits/dim on x_t0, shared trajectories) → ranking with the paired difference to the best prompt and
     whether it is within noise of it (|Δ| < TIE_SE standard errors of the paired difference over trajectories)."""
     mean = scores.mean(1)
     order = mean.argsort().tolist()
@@ -133,8 +134,8 @@ def rank_candidates(scores: torch.Tensor, candidates: list[str]) -> pd.DataFrame
             call = "can't tell (use ≥ 2 trajectories)"
         else:
             call = "tie with the best (within noise)" if diff.mean().item() < TIE_SE * se else "less likely"
-        rows.append({"rank": r + 1, "prompt": candidates[i], "bits/dim": mean[i].item(),
-                     "bits/dim std": scores[i].std().item() if t > 1 else float("nan"),
+        rows.append({"rank": r + 1, "prompt": candidates[i], ON_X_T0: mean[i].item(),
+                     ON_X_T0 + " std": scores[i].std().item() if t > 1 else float("nan"),
                      "Δ vs best": diff.mean().item(), "Δ std error": se, "verdict": call})
     return pd.DataFrame(rows)
 
@@ -165,7 +166,7 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
     fig_parts = nll_parts_figure(results[0], 0, f"Per-step parts, image 1, trajectory 1 (K = {int(steps)})")
     fig_dist = distribution_figure(df, "item", "bits/dim (trajectory)",
                                    f"Over {int(trajectories)} forward trajectories per image")
-    cols = [c for c in ("bits/dim (trajectory)", "bound bits/dim on x_t0", "8-bit bound bits/dim") if c in df]
+    cols = [c for c in ("bits/dim (trajectory)", ON_X_T0, "8-bit bound bits/dim") if c in df]
     summary = df.groupby("item", sort=False)[cols].agg(["mean", "std"])
     summary.columns = [" ".join(c) for c in summary.columns]
     return gallery, fig_parts, fig_dist, summary.reset_index().round(4), _csv(df, "likelihood-generated")
@@ -185,9 +186,9 @@ def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, 
     scores = pipe.prompt_nll(x, candidates, steps, trajectories, torch.Generator().manual_seed(int(seed)))[0]
     rank = rank_candidates(scores, candidates)
     best = rank.iloc[0]["prompt"]
-    df = pd.DataFrame([{"item": p, "trajectory": j + 1, "bound bits/dim on x_t0": scores[i, j].item()}
+    df = pd.DataFrame([{"item": p, "trajectory": j + 1, ON_X_T0: scores[i, j].item()}
                        for i, p in enumerate(candidates) for j in range(trajectories)])
-    fig_rank = ranking_figure(rank, "prompt", "bits/dim", "Candidate prompts, most likely first")
+    fig_rank = ranking_figure(rank, "prompt", ON_X_T0, "Candidate prompts, most likely first")
     if progress is not None:
         progress(0.7, desc="per-step parts and the in-distribution check")
     (best_nll,) = pipe.log_likelihood(x, best, steps, 1, torch.Generator().manual_seed(int(seed)))
@@ -249,7 +250,7 @@ def _ranking_note(rank: pd.DataFrame) -> str:
     best = rank.iloc[0]
     ties = rank[rank["verdict"].str.startswith("tie")]["prompt"].tolist()
     if len(rank) == 1:
-        return f"One candidate: **{best['prompt']}** at {best['bits/dim']:.3f} bits/dim (bound on x_t0)."
+        return f"One candidate: **{best['prompt']}** at {best[ON_X_T0]:.3f} bits/dim (bound on x_t0)."
     if rank["verdict"].str.startswith("can't tell").any():
         return (f"Most likely: **{best['prompt']}**. With one trajectory the ranking cannot tell a win from noise: "
                 "raise *Forward trajectories* to 2 or more.")

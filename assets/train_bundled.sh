@@ -19,6 +19,10 @@
 #   bash assets/train_bundled.sh export-default   # bf16 copies: assets/fm-shapes32, assets/ntm-shapes32 (EXPORT_TO)
 #   BENCH=runs/bench-default.json bash assets/train_bundled.sh default   # all of the above, in order (see there)
 #   bash assets/train_bundled.sh device DIR   # on a lent GPU machine: setup, benches, the chain for ≤ 9 min (below)
+#   DATA=mnist …                          # the same chain on MNIST (issue 12: ntm-mnist28 retrained, mnist28_fm.yaml):
+#                                         # fm-mnist28, ntm-mnist28-from-fm, ntm-mnist28-denoiser → assets/ntm-mnist28;
+#                                         # DIR from `carry-mnist` (no encoder there: stored prompts; scored here,
+#                                         # python -m analysis.mnist --parts samples classify)
 #   bash assets/train_bundled.sh snapshot DIR   # bf16 copies of the chain's models so far (a job still running too)
 #   bash assets/train_bundled.sh pack DIR  # a run's newest checkpoint + config + metrics as ≤ 15 MB parts in DIR
 #   bash assets/train_bundled.sh unpack DIR  # …restored into runs/ on the next machine (then the job resumes)
@@ -39,6 +43,16 @@ COMMON="train.batch_size=256 train.lr=6.0e-4 train.warmup_steps=200 train.mixed_
         train.max_seconds=${SECONDS_CAP:-900}"
 SHAPES=ntm_core/configs/shapes32.yaml
 PY=${PYTHON:-python3}  # the device image has python3; here, an activated venv's
+# the chain's data (fm | ntm | denoiser | default | export-default | snapshot | device): its config, run names, bundle
+DATA=${DATA:-shapes}
+case $DATA in
+shapes) V2=ntm_core/configs/shapes32_fm.yaml; FMN=fm-shapes32; NTMN=ntm-shapes32-from-fm
+        DENN=ntm-shapes32-denoiser; BUNDLE=ntm-shapes32; DATA_SET=; TAG= ;;
+mnist)  V2=ntm_core/configs/mnist28_fm.yaml; FMN=fm-mnist28; NTMN=ntm-mnist28-from-fm
+        DENN=ntm-mnist28-denoiser; BUNDLE=ntm-mnist28; TAG=-mnist
+        DATA_SET="data.root=$MNIST${PROMPTS:+ text.embeddings=$PROMPTS}" ;;
+*) echo "DATA must be shapes or mnist" >&2; exit 2 ;;
+esac
 train() { $PY -m ntm_core.train "$@"; }
 # a 4-step sampler's score rows at temperatures 1, 0.5 and 0 (NAME-t1, -t05, -t0; README, "Sampling temperature, on
 # the same check": the temperature decides as much as training there)
@@ -89,35 +103,35 @@ fm|ntm|denoiser)
   # FM_STEPS / NTM_STEPS / DEN_STEPS: the cosine schedule's length — set from the measured samples/s so that the
   # whole job takes about 20 GPU-minutes (python -m analysis.bench_training --device cuda --engine now); EXTRA: more
   # overrides (e.g. EXTRA="train.batch_size=8 train.checkpoint_every=2" for a dry run on the CPU)
-  V2=ntm_core/configs/shapes32_fm.yaml
   mkdir -p runs
   case "$1" in
-  fm) args="name=fm-shapes32 output_dir=runs/fm-shapes32 train.steps=${FM_STEPS:-20000} ${FM_FROM:+init_from=$FM_FROM}" ;;
+  fm) args="name=$FMN output_dir=runs/$FMN train.steps=${FM_STEPS:-20000} ${FM_FROM:+init_from=$FM_FROM}" ;;
   # lr 1e-5: at 1e-4 the finetune lost the FM model's drawing on the CPU check (README, "NTM finetuned from the FM
   # model, on the same check"); NTM_LR to try another
-  ntm) args="objective=fm_to_ntm name=ntm-shapes32-from-fm output_dir=runs/ntm-shapes32-from-fm
-             init_from=${FM_PIPELINE:-runs/fm-shapes32/pipeline} train.steps=${NTM_STEPS:-8000} train.lr=${NTM_LR:-1.0e-5}" ;;
-  denoiser) args="objective=denoiser name=ntm-shapes32-denoiser output_dir=runs/ntm-shapes32-denoiser
-                  init_from=runs/ntm-shapes32-from-fm/pipeline train.steps=${DEN_STEPS:-4000} train.lr=1.0e-3" ;;
+  ntm) args="objective=fm_to_ntm name=$NTMN output_dir=runs/$NTMN
+             init_from=${FM_PIPELINE:-runs/$FMN/pipeline} train.steps=${NTM_STEPS:-8000} train.lr=${NTM_LR:-1.0e-5}" ;;
+  denoiser) args="objective=denoiser name=$DENN output_dir=runs/$DENN
+                  init_from=runs/$NTMN/pipeline train.steps=${DEN_STEPS:-4000} train.lr=1.0e-3" ;;
   esac
-  train --config $V2 --resume --set $args train.max_seconds=${SECONDS_CAP:-510} ${EXTRA:-} 2>&1 | tee -a runs/$1.log ;;
+  train --config $V2 --resume --set $args $DATA_SET train.max_seconds=${SECONDS_CAP:-510} ${EXTRA:-} 2>&1 |
+    tee -a runs/$1.log ;;
 export-default)
   # EXPORT_TO: where the bundles go (on a machine that re-syncs the tree between calls, an ignored folder)
-  [ -n "${FM_PIPELINE:-}" ] || $PY -m ntm_core.export runs/fm-shapes32/pipeline ${EXPORT_TO:-assets}/fm-shapes32
-  $PY -m ntm_core.export runs/ntm-shapes32-denoiser/pipeline ${EXPORT_TO:-assets}/ntm-shapes32 ;;
+  [ -n "${FM_PIPELINE:-}" ] || $PY -m ntm_core.export runs/$FMN/pipeline ${EXPORT_TO:-assets}/$FMN
+  $PY -m ntm_core.export runs/$DENN/pipeline ${EXPORT_TO:-assets}/$BUNDLE ;;
 default)
   # The default model in one go: fm, then ntm from it, then its denoiser, each trained in runs of ≤ SECONDS_CAP s
   # that resume from the last checkpoint until its status is finished, then export-default. A rerun skips what is
   # finished. Each job's length (its cosine schedule's optimizer steps) is its minutes (FM_MIN, NTM_MIN, DEN_MIN)
   # at the samples/s that bench_training measured for it (BENCH: the JSON of `python -m analysis.bench_training
   # --engine now --config ntm_core/configs/shapes32_fm.yaml --objective fm fm_to_ntm denoiser`), written once to
-  # runs/default-steps.env; FM_STEPS / NTM_STEPS / DEN_STEPS given explicitly win.
+  # runs/default-steps$TAG.env; FM_STEPS / NTM_STEPS / DEN_STEPS given explicitly win.
   mkdir -p runs
-  if [ ! -f runs/default-steps.env ] && [ -z "${BENCH:-}" ]; then
+  if [ ! -f runs/default-steps$TAG.env ] && [ -z "${BENCH:-}" ]; then
     : "${FM_STEPS:?BENCH=<bench_training JSON>, or FM_STEPS, NTM_STEPS and DEN_STEPS}" "${NTM_STEPS:?}" "${DEN_STEPS:?}"
-    echo "FM_STEPS=$FM_STEPS NTM_STEPS=$NTM_STEPS DEN_STEPS=$DEN_STEPS" > runs/default-steps.env
-  elif [ ! -f runs/default-steps.env ]; then
-    $PY - "$BENCH" > runs/default-steps.env <<'PYEOF'
+    echo "FM_STEPS=$FM_STEPS NTM_STEPS=$NTM_STEPS DEN_STEPS=$DEN_STEPS" > runs/default-steps$TAG.env
+  elif [ ! -f runs/default-steps$TAG.env ]; then
+    $PY - "$BENCH" > runs/default-steps$TAG.env <<'PYEOF'
 import json, os, sys
 rows = {r["objective"]: r for r in json.load(open(sys.argv[1]))["rows"] if r["engine"] == "now"}
 for var, objective, minutes, default in (("FM_STEPS", "fm", "FM_MIN", 11), ("NTM_STEPS", "fm_to_ntm", "NTM_MIN", 5),
@@ -127,13 +141,13 @@ for var, objective, minutes, default in (("FM_STEPS", "fm", "FM_MIN", 11), ("NTM
     print(f"{var}=${{{var}:-{steps}}}  # {os.environ.get(minutes, default)} min at {r['samples_per_s']:.0f} samples/s")
 PYEOF
   fi
-  cat runs/default-steps.env; . runs/default-steps.env; export FM_STEPS NTM_STEPS DEN_STEPS
+  cat runs/default-steps$TAG.env; . runs/default-steps$TAG.env; export FM_STEPS NTM_STEPS DEN_STEPS
   # a job that fails (a NaN loss: the trainer stops before checkpointing it) goes on in float32 from its last checkpoint;
   # each finished job is scored where it trained (runs/score-*.json), beside the next job (the GPU has room for both),
   # so a session knows at once whether it draws
   # FM_PIPELINE=assets/fm-shapes32: no fm job; NTM is finetuned from that backbone (the bundled one, trained on
   # 2026-11-24), which a fresh machine has with the tree
-  for job in fm:fm-shapes32 ntm:ntm-shapes32-from-fm denoiser:ntm-shapes32-denoiser; do
+  for job in fm:$FMN ntm:$NTMN denoiser:$DENN; do
     [ ${job%%:*} = fm ] && [ -n "${FM_PIPELINE:-}" ] && continue
     extra=${EXTRA:-}
     until grep -q '"state": "finished"' runs/${job#*:}/status.json 2>/dev/null; do
@@ -150,16 +164,17 @@ PYEOF
         extra="$extra train.mixed_precision=no"
         echo "${job%%:*} failed; going on in float32 from its last checkpoint"; }
     done
-    case ${job%%:*} in
-    fm) scores="fm-euler50:--steps:50 fm-euler4:--steps:4 $(temperatures fm-gauss4 --steps:4:--option:sampler=gaussian:denoise=score)" ;;
-    ntm) scores=$(temperatures ntm4-score --steps:4:--option:denoise=score) ;;
-    denoiser) scores=$(temperatures ntm4-learned --steps:4:--option:denoise=learned) ;;
+    case $DATA:${job%%:*} in
+    mnist:*) scores= ;;  # no evaluator there without the encoder: the session scores the snapshot on its CPU
+    *:fm) scores="fm-euler50:--steps:50 fm-euler4:--steps:4 $(temperatures fm-gauss4 --steps:4:--option:sampler=gaussian:denoise=score)" ;;
+    *:ntm) scores=$(temperatures ntm4-score --steps:4:--option:denoise=score) ;;
+    *:denoiser) scores=$(temperatures ntm4-learned --steps:4:--option:denoise=learned) ;;
     esac  # name:its arguments, ':' for ' ' 
     { for s in $scores; do
       [ -f runs/score-${s%%:*}.json ] || $PY -m analysis.score_model runs/${job#*:}/pipeline ${SCORE_ARGS:-} \
         $(tr ':' ' ' <<< "${s#*:}") --out runs/score-${s%%:*} 2>&1 | grep -A7 "^# " || echo "scoring ${s%%:*} failed"
     done  # and for the backbone, where it fails if it does: x̂₀ error and seams by noise level
-    [ ${job%%:*} != fm ] || [ -f runs/denoise-fm.json ] || $PY -m analysis.denoising_error --no-plot \
+    [ $DATA:${job%%:*} != shapes:fm ] || [ -f runs/denoise-fm.json ] || $PY -m analysis.denoising_error --no-plot \
       --model fm=runs/fm-shapes32/pipeline --out runs/denoise-fm 2>&1 | grep -A20 "^# " || echo "denoising_error failed"
     } &
   done
@@ -183,6 +198,10 @@ device)
   # snapshot (4,933 steps) finished by a third call with FM_FROM, FM_STEPS=3000 and EXTRA="train.lr=4.0e-4
   # train.warmup_steps=100" (its card). The next session: FM_PIPELINE=assets/fm-shapes32 (NTM and its denoiser).
   src=${2:?device DIR}; out=${OUT:?device: \$OUT, the folder whose files the device tool returns}
+  if [ $DATA = mnist ]; then  # `carry-mnist DIR`: the training files and the ten prompts' stored embeddings
+    export MNIST=$src/mnist PROMPTS=$src/prompts-mnist.safetensors
+    DATA_SET="data.root=$MNIST text.embeddings=$PROMPTS"
+  fi
   export DEADLINE=$(( $(date +%s) + ${DEVICE_SECONDS:-480} ))
   bash "$0" setup "$src"; export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   mkdir -p runs
@@ -193,11 +212,11 @@ device)
       --set train.batch_size=256 --steps 40 --before-code "$src/before" --out runs/bench-engine 2>&1 | grep -A12 "^# " || echo "bench-engine failed"
   fi
   # (FM_STEPS, NTM_STEPS and DEN_STEPS given: no bench; e.g. a dry run on the CPU with EXTRA's tiny settings)
-  [ -n "${FM_STEPS:-}" ] || [ -f runs/default-steps.env ] || [ -f runs/bench-default.json ] ||
+  [ -n "${FM_STEPS:-}" ] || [ -f runs/default-steps$TAG.env ] || [ -f runs/bench-default$TAG.json ] ||
     $PY -m analysis.bench_training --device cuda \
-    --engine now --config ntm_core/configs/shapes32_fm.yaml --objective fm fm_to_ntm denoiser --steps 40 \
-    --out runs/bench-default 2>&1 | grep -A12 "^# "
-  bench=; [ ! -f runs/bench-default.json ] || bench=runs/bench-default.json
+    --engine now --config $V2 ${DATA_SET:+--set $DATA_SET} --objective fm fm_to_ntm denoiser --steps 40 \
+    --out runs/bench-default$TAG 2>&1 | grep -A12 "^# "
+  bench=; [ ! -f runs/bench-default$TAG.json ] || bench=runs/bench-default$TAG.json
   rc=0; BENCH=$bench bash "$0" default || rc=$?
   rm -rf runs/snapshot; bash "$0" snapshot runs/snapshot
   shopt -s nullglob; keep=(runs/*.json runs/*.env runs/*.log runs/*/status.json runs/*/metrics.jsonl)
@@ -207,7 +226,7 @@ device)
 snapshot)
   # the default chain's models as they are now (a stopped or finished run's pipeline/), bf16, with their records
   dest=${2:?snapshot DIR}; mkdir -p "$dest"
-  for m in fm-shapes32:fm-shapes32 ntm-shapes32-from-fm:ntm-shapes32-from-fm ntm-shapes32-denoiser:ntm-shapes32; do
+  for m in $FMN:$FMN $NTMN:$NTMN $DENN:$BUNDLE; do
     [ ! -f runs/${m%%:*}/pipeline/model_index.json ] || $PY -m ntm_core.export runs/${m%%:*}/pipeline "$dest/${m#*:}"
   done ;;
 pack)

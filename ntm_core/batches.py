@@ -5,6 +5,8 @@ HostBatches: items from any dataset (shapes, MNIST, an image folder), collated o
   DataLoader workers on GPU machines; captions through the text encoder's LRU cache.
 DeviceShapes: the shapes dataset rendered on the training device by `ShapesRenderer`, captions gathered from a
   `CaptionTable` embedded once; nothing crosses the host in the loop.
+DeviceImages: MNIST / Fashion-MNIST held on the training device as uint8 and walked in a permutation drawn there
+  (the same kind of walk as HostBatches, not the same order), captions gathered from the ten labels' table.
 """
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ import numpy as np
 import torch
 
 from .conditioning import TextEmbedding
+from .config import DEVICE_DATA
 from .data import collate
+from .data.idx import fit
+from .images import from_pixels
+from .text import CaptionTable
 
 
 def build_dataset(cfg: dict, seed: int):
@@ -107,7 +113,6 @@ class DeviceShapes:
     def __init__(self, cfg: dict, seed: int, rank: int, world: int, device, encoder):
         from .data.shapes import CATEGORIES
         from .data.shapes_torch import ShapesRenderer
-        from .text import CaptionTable
 
         d = cfg["data"]
         self.seed, self.rank, self.b, self.device = seed, rank, cfg["train"]["batch_size"], torch.device(device)
@@ -126,12 +131,57 @@ class DeviceShapes:
         return self._batch["image"], text
 
 
+class DeviceImages:
+    def __init__(self, cfg: dict, seed: int, rank: int, world: int, device, encoder):
+        from .data.idx import IdxDataset
+
+        ds = build_dataset(cfg, seed)
+        if not isinstance(ds, IdxDataset):
+            raise ValueError(f"data.render=device holds MNIST or Fashion-MNIST, not {cfg['data']['kind']!r}")
+        self.ds, self.seed, self.rank, self.world = ds, seed, rank, world
+        self.b, self.device = cfg["train"]["batch_size"], torch.device(device)
+        self.images = torch.tensor(ds.images, device=self.device)  # [N, h, w] uint8: 47 MB for MNIST
+        self.labels = torch.tensor(ds.labels, device=self.device).long()
+        captions = [ds.caption(y) for y in range(int(ds.labels.max()) + 1)]
+        self.table = None if encoder is None else CaptionTable(encoder, captions, self.device)
+        self._perm: tuple[int, torch.Tensor] | None = None
+        self._m, self._batch = None, None
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        """Epoch e's permutation: the same in every process (they take disjoint slices of it)."""
+        if self._perm is None or self._perm[0] != epoch:
+            g = generator(self.seed, epoch, 13, device=self.device)
+            self._perm = (epoch, torch.randperm(len(self.labels), generator=g, device=self.device))
+        return self._perm[1]
+
+    def open(self, first: int, end: int) -> None:
+        self._m = None
+
+    def get(self, m: int) -> tuple[torch.Tensor, TextEmbedding | None]:
+        if self._m != m:
+            n, start = len(self.labels), (m * self.world + self.rank) * self.b
+            # a batch lies in at most two epochs when b ≤ n; positions are host integers, so no sync
+            parts, i = [], start
+            while i < start + self.b:
+                epoch, pos = divmod(i, n)
+                take = min(start + self.b - i, n - pos)
+                parts.append(self._order(epoch)[pos : pos + take])
+                i += take
+            idx = torch.cat(parts)
+            x = fit(from_pixels(self.images[idx])[:, None], self.ds.image_size, self.ds.channels)
+            self._m, self._batch = m, (x, self.labels[idx])
+        x, labels = self._batch
+        return x, None if self.table is None else self.table[labels]
+
+
 def training_batches(cfg: dict, seed: int, rank: int, world: int, device, encoder):
-    """The data stream `cfg.data` asks for (render: auto → on the device for shapes on a GPU)."""
+    """The data stream `cfg.data` asks for (render: auto → on the device for shapes and MNIST on a GPU)."""
     d = cfg["data"]
     render = d.get("render", "auto")
     if render == "auto":
-        render = "device" if d["kind"] == "shapes" and torch.device(device).type == "cuda" else "cpu"
+        render = "device" if d["kind"] in DEVICE_DATA and torch.device(device).type == "cuda" else "cpu"
     if render == "device":
-        return DeviceShapes(cfg, seed, rank, world, device, encoder)
+        if d["kind"] not in DEVICE_DATA:
+            raise ValueError(f"data.render=device: {d['kind']!r} is read on the host (render: cpu)")
+        return (DeviceShapes if d["kind"] == "shapes" else DeviceImages)(cfg, seed, rank, world, device, encoder)
     return HostBatches(cfg, seed, rank, world, device, encoder, cfg["train"]["num_workers"])

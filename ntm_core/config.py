@@ -39,6 +39,7 @@ DEFAULTS: dict = {
         "shard_mb": 15,  # checkpoint tensor files are cut into shards of at most this size (moved between machines)
     },
 }
+DEVICE_DATA = ("shapes", "mnist", "fashion-mnist")  # the datasets batches.py can draw on the training device
 RENDER = ("auto", "device", "cpu")
 
 
@@ -86,6 +87,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> dict:
         raise ValueError(f"train.time_sampling must be one of {TIME_SAMPLING}, got {cfg['train']['time_sampling']!r}")
     if cfg["data"].get("render", "auto") not in RENDER:
         raise ValueError(f"data.render must be one of {RENDER}, got {cfg['data']['render']!r}")
-    if cfg["data"].get("render") == "device" and cfg["data"]["kind"] != "shapes":
-        raise ValueError(f"data.render=device draws the shapes dataset only, not {cfg['data']['kind']!r}")
+    if cfg["data"].get("render") == "device" and cfg["data"]["kind"] not in DEVICE_DATA:
+        raise ValueError(f"data.render=device holds {', '.join(DEVICE_DATA)}; {cfg['data']['kind']!r} is read on "
+                         "the host (render: cpu)")
     return cfg

@@ -26,6 +26,8 @@ def test_ranking_calls_ties_and_wins():
     ])
     rank = rank_candidates(scores, ["a red circle", "a red square", "two green triangles"])
     assert rank["prompt"].tolist()[-1] == "two green triangles"
+    # every bits/dim column names its density (here the bound on the noised image x_t0)
+    assert all("x_t0" in c for c in rank.columns if "bits/dim" in c) and "bound bits/dim on x_t0" in rank
     verdicts = dict(zip(rank["prompt"], rank["verdict"]))
     assert verdicts["two green triangles"] == "less likely"
     second = rank.iloc[1]

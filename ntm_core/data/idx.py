@@ -68,12 +68,17 @@ class IdxDataset(torch.utils.data.Dataset):
         return DATASETS[self.name](int(label))
 
     def __getitem__(self, i: int) -> dict:
-        x = from_uint8(self.images[i])  # [1, h, w]
-        h = x.shape[-1]
-        if self.image_size >= h:
-            pad = self.image_size - h
-            x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), value=-1.0)
-        else:
-            x = F.interpolate(x[None], size=(self.image_size,) * 2, mode="bilinear", antialias=True)[0]
-        return {"image": x.repeat(self.channels, 1, 1), "caption": self.caption(self.labels[i]),
-                "label": int(self.labels[i])}
+        x = fit(from_uint8(self.images[i])[None], self.image_size, self.channels)[0]
+        return {"image": x, "caption": self.caption(self.labels[i]), "label": int(self.labels[i])}
+
+
+def fit(x: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:
+    """Grey images [B, 1, h, w] in model scaling → [B, channels, image_size, image_size]: padded with black when
+    the size is larger, resized when smaller. One function for the host items and the device batches."""
+    h = x.shape[-1]
+    if image_size >= h:
+        pad = image_size - h
+        x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), value=-1.0)
+    else:
+        x = F.interpolate(x, size=(image_size,) * 2, mode="bilinear", antialias=True)
+    return x.expand(-1, channels, -1, -1).contiguous()
