@@ -23,6 +23,9 @@
 #                                         # fm-mnist28, ntm-mnist28-from-fm, ntm-mnist28-denoiser → assets/ntm-mnist28;
 #                                         # DIR from `carry-mnist` (no encoder there: stored prompts; scored here,
 #                                         # python -m analysis.mnist --parts samples classify)
+#   CHAIN="scratch gauss" …               # issue 12's equal-budget ablations on that backbone config instead: NTM from
+#                                         # scratch (ntm-shapes32-scratch) and Gaussian-only (gauss-shapes32-v2), 15 min
+#                                         # each, scored at 1, 2, 4 and 8 steps; returned by snapshot, not bundled
 #   bash assets/train_bundled.sh snapshot DIR   # bf16 copies of the chain's models so far (a job still running too)
 #   bash assets/train_bundled.sh pack DIR  # a run's newest checkpoint + config + metrics as ≤ 15 MB parts in DIR
 #   bash assets/train_bundled.sh unpack DIR  # …restored into runs/ on the next machine (then the job resumes)
@@ -53,6 +56,16 @@ mnist)  V2=ntm_core/configs/mnist28_fm.yaml; FMN=fm-mnist28; NTMN=ntm-mnist28-fr
         DATA_SET="data.root=$MNIST${PROMPTS:+ text.embeddings=$PROMPTS}" ;;
 *) echo "DATA must be shapes or mnist" >&2; exit 2 ;;
 esac
+# issue 12's equal-budget ablations on the same backbone config: NTM from scratch and the Gaussian-only model
+SCRN=${FMN/fm-/ntm-}-scratch; GSN=${FMN/fm-/gauss-}-v2
+# the chain's jobs (CHAIN="scratch gauss" for the ablations) — job:objective:its STEPS/MIN prefix:default minutes;
+# scratch and gauss get FM's 10 + the finetune's 5 minutes, the budget the default model had
+CHAIN=${CHAIN:-fm ntm denoiser}
+JOBS="fm:fm:FM:11 ntm:fm_to_ntm:NTM:5 denoiser:denoiser:DEN:3 scratch:ntm:SCRATCH:15 gauss:gauss:GAUSS:15"
+run_of() { case $1 in fm) echo $FMN ;; ntm) echo $NTMN ;; denoiser) echo $DENN ;; scratch) echo $SCRN ;;
+                      gauss) echo $GSN ;; *) echo "unknown job $1" >&2; exit 2 ;; esac; }
+field() { for j in $JOBS; do [ ${j%%:*} != $1 ] || cut -d: -f$2 <<< "$j"; done; }  # job, field number
+STEPS_ENV=runs/steps$TAG-${CHAIN// /-}.env  # each job's length, fixed once per chain
 train() { $PY -m ntm_core.train "$@"; }
 # a 4-step sampler's score rows at temperatures 1, 0.5 and 0 (NAME-t1, -t05, -t0; README, "Sampling temperature, on
 # the same check": the temperature decides as much as training there)
@@ -99,8 +112,8 @@ mnist-bpd)
   $PY -m ntm_core.export runs/ntm-mnist28-bpd/pipeline ${EXPORT_TO:-assets}/ntm-mnist28-bpd ;;
 mnist-bpd-reference)
   $PY -m analysis.likelihood_reference --model assets/ntm-mnist28-bpd --data mnist --mnist $MNIST ;;
-fm|ntm|denoiser)
-  # FM_STEPS / NTM_STEPS / DEN_STEPS: the cosine schedule's length — set from the measured samples/s so that the
+fm|ntm|denoiser|scratch|gauss)
+  # FM_STEPS / NTM_STEPS / DEN_STEPS / SCRATCH_STEPS / GAUSS_STEPS: the cosine schedule's length — set from the measured samples/s so that the
   # whole job takes about 20 GPU-minutes (python -m analysis.bench_training --device cuda --engine now); EXTRA: more
   # overrides (e.g. EXTRA="train.batch_size=8 train.checkpoint_every=2" for a dry run on the CPU)
   mkdir -p runs
@@ -112,42 +125,50 @@ fm|ntm|denoiser)
              init_from=${FM_PIPELINE:-runs/$FMN/pipeline} train.steps=${NTM_STEPS:-8000} train.lr=${NTM_LR:-1.0e-5}" ;;
   denoiser) args="objective=denoiser name=$DENN output_dir=runs/$DENN
                   init_from=runs/$NTMN/pipeline train.steps=${DEN_STEPS:-4000} train.lr=1.0e-3" ;;
+  # the config's backbone, lr and batch as FM had them; a NaN in bf16 sends the chain on in float32
+  scratch) args="objective=ntm name=$SCRN output_dir=runs/$SCRN train.steps=${SCRATCH_STEPS:-20000}" ;;
+  gauss) args="objective=gauss name=$GSN output_dir=runs/$GSN train.steps=${GAUSS_STEPS:-20000}" ;;
   esac
   train --config $V2 --resume --set $args $DATA_SET train.max_seconds=${SECONDS_CAP:-510} ${EXTRA:-} 2>&1 |
     tee -a runs/$1.log ;;
 export-default)
   # EXPORT_TO: where the bundles go (on a machine that re-syncs the tree between calls, an ignored folder)
-  [ -n "${FM_PIPELINE:-}" ] || $PY -m ntm_core.export runs/$FMN/pipeline ${EXPORT_TO:-assets}/$FMN
-  $PY -m ntm_core.export runs/$DENN/pipeline ${EXPORT_TO:-assets}/$BUNDLE ;;
+  # (the ablations are not bundled: assets/ and the device's carry share 64 MiB; snapshot returns them)
+  [ -n "${FM_PIPELINE:-}" ] || [[ " $CHAIN " != *" fm "* ]] ||
+    $PY -m ntm_core.export runs/$FMN/pipeline ${EXPORT_TO:-assets}/$FMN
+  [[ " $CHAIN " != *" denoiser "* ]] || $PY -m ntm_core.export runs/$DENN/pipeline ${EXPORT_TO:-assets}/$BUNDLE ;;
 default)
   # The default model in one go: fm, then ntm from it, then its denoiser, each trained in runs of ≤ SECONDS_CAP s
   # that resume from the last checkpoint until its status is finished, then export-default. A rerun skips what is
   # finished. Each job's length (its cosine schedule's optimizer steps) is its minutes (FM_MIN, NTM_MIN, DEN_MIN)
   # at the samples/s that bench_training measured for it (BENCH: the JSON of `python -m analysis.bench_training
   # --engine now --config ntm_core/configs/shapes32_fm.yaml --objective fm fm_to_ntm denoiser`), written once to
-  # runs/default-steps$TAG.env; FM_STEPS / NTM_STEPS / DEN_STEPS given explicitly win.
+  # $STEPS_ENV; FM_STEPS / NTM_STEPS / DEN_STEPS given explicitly win. CHAIN picks the jobs (SCRATCH_*, GAUSS_*).
   mkdir -p runs
-  if [ ! -f runs/default-steps$TAG.env ] && [ -z "${BENCH:-}" ]; then
-    : "${FM_STEPS:?BENCH=<bench_training JSON>, or FM_STEPS, NTM_STEPS and DEN_STEPS}" "${NTM_STEPS:?}" "${DEN_STEPS:?}"
-    echo "FM_STEPS=$FM_STEPS NTM_STEPS=$NTM_STEPS DEN_STEPS=$DEN_STEPS" > runs/default-steps$TAG.env
-  elif [ ! -f runs/default-steps$TAG.env ]; then
-    $PY - "$BENCH" > runs/default-steps$TAG.env <<'PYEOF'
+  vars=$(for j in $CHAIN; do printf '%s_STEPS ' $(field $j 3); done)
+  if [ ! -f $STEPS_ENV ] && [ -z "${BENCH:-}" ]; then
+    for v in $vars; do : "${!v:?BENCH=<bench_training JSON>, or $vars}"; done
+    for v in $vars; do echo "$v=${!v}"; done > $STEPS_ENV
+  elif [ ! -f $STEPS_ENV ]; then
+    CHAIN_JOBS=$(for j in $CHAIN; do printf '%s ' $(field $j 2):$(field $j 3):$(field $j 4); done) \
+    $PY - "$BENCH" > $STEPS_ENV <<'PYEOF'
 import json, os, sys
 rows = {r["objective"]: r for r in json.load(open(sys.argv[1]))["rows"] if r["engine"] == "now"}
-for var, objective, minutes, default in (("FM_STEPS", "fm", "FM_MIN", 11), ("NTM_STEPS", "fm_to_ntm", "NTM_MIN", 5),
-                                         ("DEN_STEPS", "denoiser", "DEN_MIN", 3)):
-    r = rows[objective]
-    steps = int(float(os.environ.get(minutes, default)) * 60 * r["samples_per_s"] / r["batch_size"])
-    print(f"{var}=${{{var}:-{steps}}}  # {os.environ.get(minutes, default)} min at {r['samples_per_s']:.0f} samples/s")
+for job in os.environ["CHAIN_JOBS"].split():
+    objective, prefix, default = job.split(":")
+    r, minutes = rows[objective], os.environ.get(prefix + "_MIN", default)
+    steps = int(float(minutes) * 60 * r["samples_per_s"] / r["batch_size"])
+    print(f"{prefix}_STEPS=${{{prefix}_STEPS:-{steps}}}  # {minutes} min at {r['samples_per_s']:.0f} samples/s")
 PYEOF
   fi
-  cat runs/default-steps$TAG.env; . runs/default-steps$TAG.env; export FM_STEPS NTM_STEPS DEN_STEPS
+  cat $STEPS_ENV; . $STEPS_ENV; export $vars
   # a job that fails (a NaN loss: the trainer stops before checkpointing it) goes on in float32 from its last checkpoint;
   # each finished job is scored where it trained (runs/score-*.json), beside the next job (the GPU has room for both),
   # so a session knows at once whether it draws
   # FM_PIPELINE=assets/fm-shapes32: no fm job; NTM is finetuned from that backbone (the bundled one, trained on
   # 2026-11-24), which a fresh machine has with the tree
-  for job in fm:$FMN ntm:$NTMN denoiser:$DENN; do
+  for j in $CHAIN; do
+    job=$j:$(run_of $j)
     [ ${job%%:*} = fm ] && [ -n "${FM_PIPELINE:-}" ] && continue
     extra=${EXTRA:-}
     until grep -q '"state": "finished"' runs/${job#*:}/status.json 2>/dev/null; do
@@ -169,6 +190,8 @@ PYEOF
     *:fm) scores="fm-euler50:--steps:50 fm-euler4:--steps:4 $(temperatures fm-gauss4 --steps:4:--option:sampler=gaussian:denoise=score)" ;;
     *:ntm) scores=$(temperatures ntm4-score --steps:4:--option:denoise=score) ;;
     *:denoiser) scores=$(temperatures ntm4-learned --steps:4:--option:denoise=learned) ;;
+    *:scratch|*:gauss) scores="$(for k in 1 2 8; do printf ' %s' "$j$k-score:--steps:$k:--option:denoise=score"; done)
+                               $(temperatures ${j}4-score --steps:4:--option:denoise=score)" ;;
     esac  # name:its arguments, ':' for ' ' 
     { for s in $scores; do
       [ -f runs/score-${s%%:*}.json ] || $PY -m analysis.score_model runs/${job#*:}/pipeline ${SCORE_ARGS:-} \
@@ -212,11 +235,12 @@ device)
       --set train.batch_size=256 --steps 40 --before-code "$src/before" --out runs/bench-engine 2>&1 | grep -A12 "^# " || echo "bench-engine failed"
   fi
   # (FM_STEPS, NTM_STEPS and DEN_STEPS given: no bench; e.g. a dry run on the CPU with EXTRA's tiny settings)
-  [ -n "${FM_STEPS:-}" ] || [ -f runs/default-steps$TAG.env ] || [ -f runs/bench-default$TAG.json ] ||
+  first=$(field ${CHAIN%% *} 3)_STEPS; bench_out=runs/bench$TAG-${CHAIN// /-}
+  [ -n "${!first:-}" ] || [ -f $STEPS_ENV ] || [ -f $bench_out.json ] ||
     $PY -m analysis.bench_training --device cuda \
-    --engine now --config $V2 ${DATA_SET:+--set $DATA_SET} --objective fm fm_to_ntm denoiser --steps 40 \
-    --out runs/bench-default$TAG 2>&1 | grep -A12 "^# "
-  bench=; [ ! -f runs/bench-default$TAG.json ] || bench=runs/bench-default$TAG.json
+    --engine now --config $V2 ${DATA_SET:+--set $DATA_SET} --objective $(for j in $CHAIN; do field $j 2; done) \
+    --steps 40 --out $bench_out 2>&1 | grep -A12 "^# "
+  bench=; [ ! -f $bench_out.json ] || bench=$bench_out.json
   rc=0; BENCH=$bench bash "$0" default || rc=$?
   rm -rf runs/snapshot; bash "$0" snapshot runs/snapshot
   shopt -s nullglob; keep=(runs/*.json runs/*.env runs/*.log runs/*/status.json runs/*/metrics.jsonl)
@@ -226,7 +250,7 @@ device)
 snapshot)
   # the default chain's models as they are now (a stopped or finished run's pipeline/), bf16, with their records
   dest=${2:?snapshot DIR}; mkdir -p "$dest"
-  for m in $FMN:$FMN $NTMN:$NTMN $DENN:$BUNDLE; do
+  for m in $FMN:$FMN $NTMN:$NTMN $DENN:$BUNDLE $SCRN:$SCRN $GSN:$GSN; do
     [ ! -f runs/${m%%:*}/pipeline/model_index.json ] || $PY -m ntm_core.export runs/${m%%:*}/pipeline "$dest/${m#*:}"
   done ;;
 pack)
