@@ -30,6 +30,9 @@ DEFAULTS: dict = {
         # fm_to_ntm's λ‖μ_P − target‖²: "u" (μ_FM of the u-states) | "transported" (f_T of μ_FM of the x-states)
         "aux_target": "u",
         "transporter_lr_scale": 1.0,  # the transporter's learning rate relative to train.lr (ntm, gauss, fm_to_ntm)
+        # the first N optimizer steps train the predictor alone: f_T stays at its identity initialisation, so the model
+        # starts as a Gaussian diffusion model (issue 12's warm-up remedy for NTM from scratch)
+        "transporter_frozen_steps": 0,
         "num_workers": "auto",
         # data echoing (Choi et al. 2019): each rendered micro-batch serves this many consecutive micro-steps, each with
         # fresh trajectory noise, K and text dropout — when rendering, not the accelerator, limits throughput

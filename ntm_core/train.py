@@ -86,10 +86,16 @@ class Trainer:
         self.drop_prob = float((cfg.get("text") or {}).get("drop_prob", 0.0)) if text_dim else 0.0
         objective = build_objective(cfg, text_dim)
         self.params = [p for p in objective.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(param_groups(objective, t["lr"], t["transporter_lr_scale"]), lr=t["lr"],
-                                      weight_decay=t["weight_decay"], fused=acc.device.type == "cuda")
+        frozen = int(t["transporter_frozen_steps"])
+        groups = param_groups(objective, t["lr"], t["transporter_lr_scale"], apart=frozen > 0)
+        optimizer = torch.optim.AdamW(groups, lr=t["lr"], weight_decay=t["weight_decay"],
+                                      fused=acc.device.type == "cuda")
         self.lr_scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=t["warmup_steps"],
                                           num_training_steps=t["steps"])
+        if frozen > 0 and len(groups) == 2:  # the transporter's group at lr 0 until step `frozen`, then the schedule
+            cosine = self.lr_scheduler.lr_lambdas[1]
+            self.lr_scheduler.lr_lambdas[1] = lambda step: cosine(step) if step >= frozen else 0.0
+            optimizer.param_groups[1]["lr"] = 0.0  # step 0's, which LambdaLR set before the lambda was swapped
         self.ema = EMAModel(self.params, decay=t["ema_decay"], foreach=True) if t["ema_decay"] else None
         self.objective, self.optimizer = acc.prepare(objective, optimizer)
         self.module = acc.unwrap_model(self.objective)
@@ -297,12 +303,14 @@ class Trainer:
         return final
 
 
-def param_groups(objective: torch.nn.Module, lr: float, transporter_lr_scale: float = 1.0) -> list[dict]:
+def param_groups(objective: torch.nn.Module, lr: float, transporter_lr_scale: float = 1.0,
+                 apart: bool = False) -> list[dict]:
     """The optimizer's groups: one, or the transporter's weights apart at lr·scale (a slower transporter refines the
-    predictor's trajectory instead of rescaling the states under it; issue 11). The first group sets the logged lr."""
+    predictor's trajectory instead of rescaling the states under it; issue 11) or when `apart` (a schedule of its
+    own). The first group sets the logged lr."""
     named = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
     slow = [p for n, p in named if ".transporter." in f".{n}"]
-    if transporter_lr_scale == 1.0 or not slow:
+    if (transporter_lr_scale == 1.0 and not apart) or not slow:
         return [{"params": [p for _, p in named]}]
     ids = {id(p) for p in slow}
     return [{"params": [p for _, p in named if id(p) not in ids]}, {"params": slow, "lr": lr * transporter_lr_scale}]

@@ -153,3 +153,24 @@ def test_the_transporter_can_learn_at_its_own_rate(tmp_path):
     # the two groups survive a checkpoint: the run goes on at the same relative rates
     train(tiny_config(tmp_path / "a", "train.steps=3", "train.transporter_lr_scale=0"), resume=True)
     assert RunFolder(str(tmp_path / "a")).status()["state"] == "finished"
+
+
+def test_a_transporter_frozen_warm_up_keeps_f_T_at_identity_then_trains_it(tmp_path):
+    # warmup_steps=0: without the freeze the transporter would move from the very first step
+    trainer = Trainer(tiny_config(tmp_path / "a", "train.steps=4", "train.checkpoint_every=2", "train.warmup_steps=0",
+                                  "train.transporter_frozen_steps=2"))
+    ntm = trainer.module.ntm
+    start = [p.detach().clone() for p in ntm.transporter.parameters()]
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(ntm.transporter(x, torch.tensor(0.5), None)[0], x)  # zero-initialised: the identity
+    trainer.t["steps"] = 2  # stop after the frozen steps (the schedule keeps its 4-step length)
+    trainer.run()
+    assert all(torch.equal(p, q) for p, q in zip(ntm.transporter.parameters(), start))
+    assert torch.equal(ntm.transporter(x, torch.tensor(0.5), None)[0], x)
+    # resumed from the step-2 checkpoint, the transporter now learns on the shared cosine schedule
+    resumed = Trainer(tiny_config(tmp_path / "a", "train.steps=4", "train.checkpoint_every=2", "train.warmup_steps=0",
+                                  "train.transporter_frozen_steps=2"), resume=True)
+    resumed.run()
+    moved = max(float((p.detach() - q).abs().max()) for p, q in zip(resumed.module.ntm.transporter.parameters(), start))
+    assert moved > 0
+    assert [m["step"] for m in metrics(tmp_path / "a")] == [1, 2, 3, 4]
