@@ -95,12 +95,24 @@ def nll(pipe, x: torch.Tensor, prompts: list[str], steps: int, seed: int, batch:
 
 def zero_shot_accuracy(pipe, x: torch.Tensor, labels: torch.Tensor, steps: int, trajectories: int, seed: int,
                        batch: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """(correct [N] bool, scores [N, 10]) of Bayes' rule over the ten digit prompts."""
+    """(correct [N] bool, scores [N, 10, trajectories]) of Bayes' rule over the ten digit prompts, each image's
+    forward trajectories shared by the ten prompts; the rule compares the scores' means over trajectories."""
     prompts = [f"a handwritten digit {DIGITS[d]}" for d in range(10)]
     g = torch.Generator().manual_seed(seed)
-    scores = torch.cat([pipe.prompt_nll(x[i : i + batch], prompts, steps, trajectories, g).mean(-1)
+    scores = torch.cat([pipe.prompt_nll(x[i : i + batch], prompts, steps, trajectories, g)
                         for i in tqdm(range(0, len(x), batch), desc="zero-shot", leave=False)])
-    return (scores.argmin(1) == labels).numpy(), scores.numpy()
+    return (scores.mean(-1).argmin(1) == labels).numpy(), scores.numpy()
+
+
+def accuracy_by_trajectories(scores: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Correct [N] per number of trajectories averaged (1, 2, 4, … up to all): how far the estimate has converged —
+    a rise with more trajectories is noise in the bound, a plateau is the model."""
+    t, out, n = scores.shape[-1], {}, 1
+    while n < t:
+        out[n] = scores[..., :n].mean(-1).argmin(1) == labels
+        n *= 2
+    out[t] = scores.mean(-1).argmin(1) == labels
+    return out
 
 
 def _row(name: str, values: np.ndarray) -> dict:
@@ -156,10 +168,11 @@ def main() -> None:
     if "classify" in parts:
         xc, yc = stack(mnist, a.classify_n)
         t0 = time.perf_counter()
-        correct, _ = zero_shot_accuracy(pipe, xc, yc, a.steps, a.classify_trajectories, a.seed)
+        _, scores = zero_shot_accuracy(pipe, xc, yc, a.steps, a.classify_trajectories, a.seed)
         timings["classify_seconds"] = round(time.perf_counter() - t0, 1)
-        rows.append(_row(f"zero-shot accuracy, Bayes over 10 digit prompts, {a.classify_trajectories} trajectories, "
-                         f"{len(correct)} test images", correct.astype(float)))
+        for t, correct in accuracy_by_trajectories(scores, yc.numpy()).items():
+            rows.append(_row(f"zero-shot accuracy, Bayes over 10 digit prompts, {t} trajectories, "
+                             f"{len(correct)} test images", correct.astype(float)))
     if "samples" in parts:
         clf, clf_acc = train_classifier(os.path.join(a.data, "mnist"), size, seed=a.seed)
         rows.append({"measurement": "classifier accuracy on MNIST test (trained here, 1 epoch)", "value": clf_acc,
