@@ -32,7 +32,8 @@ def rows_for(models: dict[str, str], prompts: list[dict], guidance: float, seed:
     out = []
     for key, folder in models.items():
         pipe = load_pipeline(folder)
-        for label, steps, options in ROWS[key]:
+        methods = list(dict.fromkeys(r[0] for r in ROWS[key]))  # a method's rows together, by steps
+        for label, steps, options in sorted(ROWS[key], key=lambda r: (methods.index(r[0]), r[1])):
             if options.get("denoise") == "learned" and getattr(pipe, "denoiser", None) is None:
                 continue
             images, _ = generate(pipe, captions, steps, options, guidance, seed, batch=len(captions))
