@@ -65,24 +65,24 @@ def heldout_images(n: int = 64) -> tuple[torch.Tensor, list[str]]:
     return torch.stack([it["image"] for it in items]), [it["caption"] for it in items]
 
 
-def heldout_trajectory_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0):
-    """Exact NLL of one seeded forward trajectory per held-out shapes image (the first n of the test split)."""
-    x, captions = heldout_images(n)
+def heldout_trajectory_nll(pipe: NTMPipeline, n: int = 64, steps: int = 4, seed: int = 0, heldout=None):
+    """Exact NLL of one seeded forward trajectory per held-out shapes image (the first n of the test split, or
+    `heldout`: what heldout_images(n) returned)."""
+    x, captions = heldout or heldout_images(n)
     return pipe.log_likelihood(x, captions, steps, 1, torch.Generator().manual_seed(seed))[0]
 
 
 def heldout_nll(pipe: NTMPipeline, folder: str, n: int = 64, steps: int = 4, seed: int = 0) -> dict:
     """Held-out likelihoods in bits/dim: the exact trajectory NLL, the bound on x_{t_0}, and the 8-bit bound (through
     the folder's discrete decoder, or the 8-bit configuration's own) where the model has one."""
-    res = heldout_trajectory_nll(pipe, n, steps, seed)
+    x, captions = heldout_images(n)
+    res = heldout_trajectory_nll(pipe, n, steps, seed, heldout=(x, captions))
     # column names as the app's: each names its density (issue 13)
     out = {"trajectory NLL bits/dim": res.bits_per_dim.mean().item(),
            "bound bits/dim on x_t0": res.bound_bits_per_dim.mean().item()}
-    decoder = DiscreteDecoder.load(folder)
     if res.has_data_bound:
         out["8-bit bound bits/dim"] = res.data_bits_per_dim.mean().item()
-    elif decoder is not None:
-        x, captions = heldout_images(n)
+    elif (decoder := DiscreteDecoder.load(folder)) is not None:
         bound = eight_bit_bound(pipe.ntm, x, decoder, pipe.encode_prompt(captions)[0] if pipe.text_dim else None, steps,
                                 torch.Generator().manual_seed(seed))
         out["8-bit bound bits/dim"] = bound.bits_per_dim.mean().item()

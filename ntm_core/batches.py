@@ -18,13 +18,12 @@ import torch
 from .conditioning import TextEmbedding
 from .config import DEVICE_DATA
 from .data import collate
-from .data.idx import fit
+from .data.idx import IdxDataset, fit
 from .images import from_pixels
 from .text import CaptionTable
 
 
 def build_dataset(cfg: dict, seed: int):
-    from .data.idx import IdxDataset
     from .data.imagefolder import ImageFolderDataset
     from .data.shapes import CATEGORIES, ShapesDataset
 
@@ -133,8 +132,6 @@ class DeviceShapes:
 
 class DeviceImages:
     def __init__(self, cfg: dict, seed: int, rank: int, world: int, device, encoder):
-        from .data.idx import IdxDataset
-
         ds = build_dataset(cfg, seed)
         if not isinstance(ds, IdxDataset):
             raise ValueError(f"data.render=device holds MNIST or Fashion-MNIST, not {cfg['data']['kind']!r}")
