@@ -76,7 +76,9 @@ def generate_images(registry, prompt, model, steps, guidance, temperature, seed,
             f"{registry.device}")
     if ntm:
         note += ("  \nUnder each image: −log₂ p(τ) / ((K+1)·D), the exact density of the sampled trajectory under the "
-                 "model that drew it (the guided one when guidance ≠ 1), from the sampler's own noise — no extra pass.")
+                 "model that drew it (the guided one when guidance ≠ 1), from the sampler's own noise — no extra pass. "
+                 "The steps, noise to image: t = "
+                 + " → ".join(f"{t:.3g}" for t in pipe.scheduler.sampling_grid(int(steps)).flip(0).tolist()) + ".")
     return images, note, seed
 
 

@@ -272,7 +272,9 @@ class NTM(nn.Module):
         if not 1 <= num_steps <= 64:
             raise ValueError(f"num_steps must be in 1..64, got {num_steps}")
         p = self._param()
-        grid = self.schedule.grid(num_steps, dtype=p.dtype, device=p.device)
+        # a continued trajectory keeps the grid its given states were drawn on
+        grid = (self.schedule.sampling_grid if start_from is None else self.schedule.grid)(num_steps, dtype=p.dtype,
+                                                                                            device=p.device)
         shape = (batch_size,) + self.sample_shape
         randn = lambda: randn_tensor(shape, generator=generator, device=p.device, dtype=p.dtype)  # noqa: E731
 

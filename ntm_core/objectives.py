@@ -95,16 +95,17 @@ class NTMObjective(_Objective):
 
 
 class FlowMatchingObjective(_Objective):
-    def __init__(self, predictor: Predictor, time_sampling: str = "uniform"):
+    def __init__(self, predictor: Predictor, time_sampling: str = "uniform", shift: float = 1.0):
         super().__init__()
-        self.predictor, self.time_sampling = predictor, time_sampling
+        self.predictor, self.time_sampling, self.shift = predictor, time_sampling, shift
 
     def forward(self, x0, text, num_steps: int = 1, generator=None, aux_weight: float = 0.0):
         loss = fm_loss(self.predictor, x0, text, generator, self.time_sampling)
         return loss, {"loss": loss.detach(), "velocity_mse": loss.detach()}
 
     def pipeline(self) -> FlowMatchingPipeline:
-        return FlowMatchingPipeline(self.predictor, FlowMatchEulerDiscreteScheduler(shift=1.0), **self.pipeline_kwargs)
+        return FlowMatchingPipeline(self.predictor, FlowMatchEulerDiscreteScheduler(shift=self.shift),
+                                    **self.pipeline_kwargs)
 
 
 class DenoiserObjective(_Objective):
@@ -194,6 +195,7 @@ def build_objective(cfg: dict, text_dim: int) -> _Objective:
     """The objective `cfg` names, with its networks built from cfg.model (or loaded from cfg.init_from)."""
     obj, m, d = cfg["objective"], cfg["model"], cfg["data"]
     shape = {"sample_size": d["image_size"], "in_channels": d["channels"]}
+    shift = float(m["schedule"].get("shift", 1.0))  # an FM model samples on the time grid its NTM would use
     if obj in ("ntm", "gauss") and cfg["init_from"]:
         out = NTMObjective(_warm_ntm(cfg, shape))
     elif obj in ("ntm", "gauss"):
@@ -205,10 +207,10 @@ def build_objective(cfg: dict, text_dim: int) -> _Objective:
     elif obj == "fm" and cfg["init_from"]:
         predictor = init_pipeline(cfg, FlowMatchingPipeline, "a flow-matching pipeline").predictor
         check_architecture("predictor", dict(m["predictor"], **shape), predictor, ignore=("markov",))
-        out = FlowMatchingObjective(predictor, cfg["train"]["time_sampling"])
+        out = FlowMatchingObjective(predictor, cfg["train"]["time_sampling"], shift)
     elif obj == "fm":
         out = FlowMatchingObjective(Predictor(**dict(m["predictor"], **shape, text_dim=text_dim, markov=True,
-                                                     s_conditioning=False)), cfg["train"]["time_sampling"])
+                                                     s_conditioning=False)), cfg["train"]["time_sampling"], shift)
     elif obj == "fm_to_ntm":
         fm = init_pipeline(cfg, FlowMatchingPipeline, "a flow-matching pipeline").predictor
         tcfg = dict(m["transporter"], sample_size=fm.config.sample_size, in_channels=fm.config.in_channels,

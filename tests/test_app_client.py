@@ -56,6 +56,7 @@ def test_generate_returns_images_and_is_seed_reproducible(client):
     assert len(gallery) == 2 and seed == 7 and "2 image(s)" in info
     captions = [item["caption"] for item in gallery]
     assert all("bits/dim (trajectory)" in c for c in captions), captions  # log p beside each image
+    assert "t = 1 → 0.762 → 0.525 → 0.287 → 0.05." in info, info  # the sampler's steps (t_min 0.05, no shift)
     again, _, _ = _generate(client, 7)
     other, _, _ = _generate(client, 8)
     assert np.array_equal(_pixels(gallery[0]), _pixels(again[0]))

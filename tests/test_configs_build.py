@@ -24,3 +24,6 @@ def test_config_builds_and_gives_a_finite_loss(path):
     k = max(cfg["model"]["schedule"]["train_num_steps"])
     loss, _ = objective(x0, None, k, torch.Generator().manual_seed(0))
     assert loss.dim() == 0 and torch.isfinite(loss)
+    # the exported pipeline samples on the config's time grid: an FM folder carries the shift in its scheduler
+    pipe = objective.pipeline()
+    assert pipe.scheduler.config.shift == cfg["model"]["schedule"].get("shift", 1.0)

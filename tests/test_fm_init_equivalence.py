@@ -32,15 +32,16 @@ def fm():
     return perturb_(p, 0.05)  # a "trained" velocity model: random, non-zero weights
 
 
-@pytest.mark.parametrize("steps,guidance,temperature", [(1, 1.0, 1.0), (4, 1.0, 1.0), (4, 2.5, 1.0), (4, 2.5, 0.5),
-                                                         (4, 1.0, 0.0)])
-def test_samples_equal_the_gaussian_sampler(fm, steps, guidance, temperature):
+@pytest.mark.parametrize("steps,guidance,temperature,shift", [(1, 1.0, 1.0, 1.0), (4, 1.0, 1.0, 1.0),
+                                                               (4, 2.5, 1.0, 1.0), (4, 2.5, 0.5, 1.0),
+                                                               (4, 1.0, 0.0, 1.0), (4, 2.5, 1.0, 3.0)])
+def test_samples_equal_the_gaussian_sampler(fm, steps, guidance, temperature, shift):
     """Guided too: NTM guides each step's (μ, log σ), the Gaussian sampler its velocity — the same map, as μ is
     affine in v and log σ does not depend on it at initialisation. At any temperature: both scale the step noise."""
     text = random_text(2)
     ntm = ntm_from_flow_matching(fm, Transporter(sample_size=8, patch_size=2, width=32, heads=4, text_dim=TEXT_DIM),
-                                 TrajectorySchedule(t_min=0.05)).double()
-    grid = ntm.schedule.grid(steps, dtype=torch.float64)
+                                 TrajectorySchedule(t_min=0.05, shift=shift)).double()
+    grid = ntm.schedule.grid(steps, dtype=torch.float64)  # on any grid: the shift is the schedule's
     ours = ntm.sample(text=text, num_steps=steps, guidance_scale=guidance, temperature=temperature,
                       generator=torch.Generator().manual_seed(3)).images
     ref = gaussian_sample(fm, (2, 3, 8, 8), grid, text, generator=torch.Generator().manual_seed(3),

@@ -11,6 +11,7 @@ from PIL import Image
 
 from ntm_core.pipeline import load_pipeline
 
+from .conftest import perturb_
 from .train_helpers import ENV, run_tiny
 
 
@@ -166,3 +167,44 @@ def test_flow_matching_pipeline_gaussian_sampler_is_guided_and_denoises(tmp_path
     assert not torch.allclose(run(temperature=0.0), run()), "the temperature reaches the Gaussian sampler"
     with pytest.raises(ValueError, match="temperature"):
         fm("a red circle", num_inference_steps=4, temperature=0.5)  # the Euler ODE has no step noise
+
+
+def test_a_time_shift_swapped_into_the_scheduler_moves_every_few_step_sampler(tmp_path):
+    """analysis.time_shift swaps the scheduler the diffusers way; the FM folder's shift reaches its Euler steps and
+    its Gaussian sampler's grid (exactly the NTM grid of that shift), and an NTM's reaches its sampler and its NLL."""
+    from analysis.time_shift import with_shift
+    from ntm_core.flow_matching import gaussian_sample
+    from ntm_core.trajectory import time_grid
+
+    fm = load_pipeline(run_tiny(tmp_path / "fm", "objective=fm", "train.steps=2"))
+    perturb_(fm.predictor, 0.05)  # a velocity that depends on x and t, as a trained one does
+    call = lambda pipe, **k: pipe("a red circle", num_inference_steps=4, output_type="model",  # noqa: E731
+                                  generator=torch.Generator().manual_seed(4), **k).images
+    euler, gauss = call(fm), call(fm, sampler="gaussian")
+    assert with_shift(fm, 3.0).scheduler.config.shift == 3.0
+    assert (call(fm) - euler).abs().max() > 1e-4, "the Euler steps moved with the shift"
+    shifted = call(fm, sampler="gaussian")
+    assert (shifted - gauss).abs().max() > 1e-4
+    text = fm.encode_prompt("a red circle", 1, None)[0]
+    ref = gaussian_sample(fm.predictor, (1, *fm.sample_shape), time_grid(4, 0.05, 3.0, dtype=torch.float32), text,
+                          torch.Generator().manual_seed(4))
+    assert torch.allclose(shifted, ref.clamp(-1, 1), atol=1e-6)  # the pipeline returns images clamped
+
+    ntm = load_pipeline(run_tiny(tmp_path / "ntm", "train.steps=2"))
+    perturb_(ntm.predictor, 0.05)
+    x = call(ntm, denoise="none")
+    nll = lambda: ntm.log_likelihood(x, "a red circle", 4, generator=torch.Generator().manual_seed(1))[0]  # noqa
+    before = nll().bound_bits_per_dim
+    with_shift(ntm, 3.0)  # an NTM's sampler moves; its trajectory grid, and so every likelihood, stays
+    assert ntm.scheduler.config.shift == 1.0 and ntm.scheduler.config.sample_shift == 3.0
+    out = ntm("a red circle", num_inference_steps=4, output_type="model", generator=torch.Generator().manual_seed(4),
+              denoise="none", return_trajectory=True, return_log_prob=True)
+    assert (out.images - x).abs().max() > 1e-4
+    assert torch.allclose(out.trajectory.grid.double(), time_grid(4, 0.05, 3.0))
+    text = ntm.encode_prompt("a red circle", 1, None)[0]  # the sample's log p(τ): the density on its own grid
+    ref = ntm.ntm.trajectory_nll(out.trajectory.x, out.trajectory.grid, text).total
+    assert torch.allclose(-out.log_prob, ref, rtol=1e-4)
+    assert torch.equal(nll().bound_bits_per_dim, before)
+    with_shift(ntm, 3.0, trajectory=True)
+    assert torch.allclose(ntm.scheduler.grid(4).double(), time_grid(4, 0.05, 3.0))
+    assert (nll().bound_bits_per_dim - before).abs().max() > 1e-3, "the trajectory's grid moves the likelihood"

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from ntm_core.trajectory import (alpha, forward_log_prob, kernel, posterior_coefficients, sample_trajectory, sigma,
-                                 time_grid, trajectory_covariance)
+from ntm_core.trajectory import (TrajectorySchedule, alpha, forward_log_prob, kernel, posterior_coefficients,
+                                 sample_trajectory, sigma, time_grid, trajectory_covariance)
 
 
 @pytest.mark.parametrize("shift", [1.0, 3.0])
@@ -69,3 +69,14 @@ def test_covariance_at_t1_is_explicit():
     assert S[-1, -1].item() == 1.0 and S[0, -1].item() == 0.0 and not torch.isnan(S).any()
     assert math.isclose(S[0, 1].item(), (alpha(torch.tensor(0.6)) / alpha(torch.tensor(0.2)) * 0.2**2).item(),
                         rel_tol=1e-6)
+
+
+def test_the_sampler_grid_follows_sample_shift_and_the_trajectory_grid_does_not():
+    s = TrajectorySchedule(t_min=0.05, shift=1.0, sample_shift=3.0)
+    assert torch.allclose(s.grid(4, torch.float64), time_grid(4, 0.05, 1.0))
+    assert torch.allclose(s.sampling_grid(4, torch.float64), time_grid(4, 0.05, 3.0))
+    assert float(s.sampling_grid(4)[1]) > float(s.grid(4)[1]) + 0.2  # shift 3: more steps at high noise
+    plain = TrajectorySchedule(t_min=0.05, shift=2.0)
+    assert torch.equal(plain.sampling_grid(4), plain.grid(4))
+    with pytest.raises(ValueError, match="shift"):
+        TrajectorySchedule(sample_shift=0.0)
