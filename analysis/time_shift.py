@@ -12,7 +12,7 @@ density a model with that grid assigns, which is what `shift` (not `sample_shift
         --shift 1 1.5 2 3 4 --steps 4 --out docs/time-shift-shapes
 
 Rows: an NTM with its default final step, a flow-matching model with Euler steps; held-out prompts, fixed seeds.
-Writes <out>.json/.csv/.md and <out>.html (score against shift).
+Writes <out>.json/.csv/.md and <out>.html (score, and the NTM's bound, against shift).
 """
 from __future__ import annotations
 

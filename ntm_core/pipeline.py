@@ -273,7 +273,8 @@ class FlowMatchingPipeline(_TextToImagePipeline):
                  num_images_per_prompt: int = 1, batch_size: int | None = None, sampler: str = "euler",
                  t_min: float = 0.05, denoise: str = "none", temperature: float = 1.0) -> GenerationOutput:
         """sampler: 'euler' (the ODE, diffusers' scheduler, down to t = 0) or 'gaussian' (K posterior steps down to
-        t_min on a grid with the scheduler's time shift, then with denoise='score' the Tweedie step x − t_min·v to the data, as NTM's score denoising).
+        t_min on a grid with the scheduler's time shift, then with denoise='score' the Tweedie step x − t_min·v to
+        the data, as NTM's score denoising).
         temperature scales the Gaussian sampler's step noise (as NTM's); the Euler ODE has none."""
         self.check_output_type(output_type)
         if denoise not in ("none", "score") or (denoise == "score" and sampler != "gaussian"):
