@@ -181,10 +181,14 @@ class TrajectorySchedule(SchedulerMixin, ConfigMixin):
         """The trajectory's grid: training, likelihoods, forward trajectories."""
         return time_grid(num_steps, self.config.t_min, self.config.shift).to(dtype=dtype, device=device)
 
+    @property
+    def sampling_shift(self) -> float:
+        """The time shift the sampler draws on: sample_shift, else the trajectory's own."""
+        return float(self.config.shift if self.config.sample_shift is None else self.config.sample_shift)
+
     def sampling_grid(self, num_steps: int, dtype=torch.float32, device=None) -> torch.Tensor:
-        """The grid the sampler draws a new trajectory on (sample_shift's, else the trajectory's own)."""
-        shift = self.config.shift if self.config.sample_shift is None else self.config.sample_shift
-        return time_grid(num_steps, self.config.t_min, shift).to(dtype=dtype, device=device)
+        """The grid the sampler draws a new trajectory on."""
+        return time_grid(num_steps, self.config.t_min, self.sampling_shift).to(dtype=dtype, device=device)
 
     def train_num_steps_for(self, key: int) -> int:
         """The step count K of one training step, picked from train_num_steps by an integer key (the trainer passes

@@ -78,5 +78,6 @@ def test_the_sampler_grid_follows_sample_shift_and_the_trajectory_grid_does_not(
     assert float(s.sampling_grid(4)[1]) > float(s.grid(4)[1]) + 0.2  # shift 3: more steps at high noise
     plain = TrajectorySchedule(t_min=0.05, shift=2.0)
     assert torch.equal(plain.sampling_grid(4), plain.grid(4))
+    assert s.sampling_shift == 3.0 and plain.sampling_shift == 2.0
     with pytest.raises(ValueError, match="shift"):
         TrajectorySchedule(sample_shift=0.0)
