@@ -13,7 +13,8 @@ The decoder's table is fitted on --fit-n *training* images (MNIST train; renders
 the bound is measured on --n *test* images (MNIST test; renders of the held-out shapes specs) with one forward
 trajectory each, under each image's own prompt and under the null prompt. --save writes the decoder into the model
 folder (discrete_decoder.json), where the app's Likelihood tab finds it. A model in the 8-bit configuration
-(t_min = 0, dequantized) needs no decoder: its `data_bits_per_dim` is reported as is.
+(t_min = 0, dequantized) needs no decoder: its x_{t_0} is the dequantized image, the middle term is −log₂ of the bin
+width and there is no decoder term (ntm_core.discrete_decoder.eight_bit_bound computes either).
 On MNIST the published numbers (RealNVP 1.06, Glow 1.05, FFJORD 0.99; not measured here) are listed beside it.
 Writes <out>.json/.csv/.md.
 """
@@ -69,17 +70,12 @@ def fit_decoder(pipe: NTMPipeline, x, prompts, steps: int, seed: int, batch: int
 
 def measure(pipe: NTMPipeline, x, prompts, decoder, steps: int, seed: int, batch: int) -> dict[str, torch.Tensor]:
     """Per image: the 8-bit bound and its parts (bits/dim); prompts None = the null prompt."""
-    model, parts = pipe.ntm, {"total": [], "x_t0": [], "noise": [], "decoder": []}
+    model, parts = pipe.ntm, {"total": [], "x_t0": [], "start": [], "decoder": []}
     for i in tqdm(range(0, len(x), batch), desc="8-bit bound", leave=False):
         xb = x[i : i + batch]
         text = _text(pipe, None if prompts is None else prompts[i : i + batch], len(xb))
-        g = torch.Generator().manual_seed(seed + i)
-        if decoder is None:  # the 8-bit configuration: the trajectory starts at dequantized pixels
-            with torch.no_grad():
-                parts["total"].append(model.nll(xb, text, steps, g).data_bits_per_dim.double())
-            continue
-        b = eight_bit_bound(model, xb, decoder, text, steps, g)
-        for k, v in (("total", b.bits_per_dim), ("x_t0", b.x_t0), ("noise", torch.full_like(b.x_t0, b.noise)),
+        b = eight_bit_bound(model, xb, decoder, text, steps, torch.Generator().manual_seed(seed + i))
+        for k, v in (("total", b.bits_per_dim), ("x_t0", b.x_t0), ("start", torch.full_like(b.x_t0, b.start)),
                      ("decoder", b.decoder)):
             parts[k].append(v.detach())
     return {k: torch.cat(v) for k, v in parts.items() if v}
@@ -125,10 +121,12 @@ def main() -> None:
     for condition, cond_prompts in conditions:
         parts = measure(pipe, x, cond_prompts, decoder, a.steps, a.seed, a.batch)
         rows.append(_row(what, condition, parts["total"], "8-bit bound on -log2 P(x)"))
+        rows.append(_row(what, condition, parts["x_t0"], "  part: bound on -log2 p(x_t0), [-1,1] scaling"))
         if decoder is not None:
-            rows.append(_row(what, condition, parts["x_t0"], "  part: bound on -log2 p(x_t0), [-1,1] scaling"))
-            rows.append(_row(what, condition, parts["noise"], "  part: E log2 q(x_t0 | x) = -1/2 log2(2 pi e t0^2)"))
+            rows.append(_row(what, condition, parts["start"], "  part: E log2 q(x_t0 | x) = -1/2 log2(2 pi e t0^2)"))
             rows.append(_row(what, condition, parts["decoder"], "  part: decoder -log2 P(x | tau)"))
+        else:
+            rows.append(_row(what, condition, parts["start"], "  part: E log2 q(x_t0 | x) = -log2(bin width)"))
     if a.data == "mnist":
         rows += [{"images": "MNIST test", "prompt": "unconditional", "measure": f"published: {name}", "bits/dim": v,
                   "std error": float("nan"), "n": 0} for name, v in PUBLISHED_MNIST.items()]

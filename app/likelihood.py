@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from ntm_core.discrete_decoder import DiscreteDecoder, eight_bit_bound
+from ntm_core.discrete_decoder import DiscreteDecoder, NoEightBitBound, eight_bit_bound
 from ntm_core.images import from_uint8, to_uint8
 from ntm_core.pipeline import LIKELIHOOD_REFERENCE
 
@@ -72,11 +72,8 @@ def _rows(results, labels) -> pd.DataFrame:
     rows = []
     for j, nll in enumerate(results):
         for i, label in enumerate(labels):
-            row = {"item": label, "trajectory": j + 1, "bits/dim (trajectory)": nll.bits_per_dim[i].item(),
-                   ON_X_T0: nll.bound_bits_per_dim[i].item()}
-            if nll.has_data_bound:
-                row["8-bit bound bits/dim"] = nll.data_bits_per_dim[i].item()
-            rows.append(row)
+            rows.append({"item": label, "trajectory": j + 1, "bits/dim (trajectory)": nll.bits_per_dim[i].item(),
+                         ON_X_T0: nll.bound_bits_per_dim[i].item()})
     return pd.DataFrame(rows)
 
 
@@ -154,12 +151,9 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
                                   torch.Generator().manual_seed(int(seed) + 1))
     labels = [f"image {i + 1}" for i in range(images.shape[0])]
     df = _rows(results, labels)
-    eight = None
-    if not results[0].has_data_bound:  # a t_min > 0 model: its 8-bit bound goes through its decoder
-        if progress is not None:
-            progress(0.7, desc="8-bit bounds")
-        eight, _ = eight_bit_bounds(pipe, images, prompt, int(steps), int(trajectories), int(seed),
-                                    registry.folder(model))
+    if progress is not None:
+        progress(0.7, desc="8-bit bounds")
+    eight, _ = eight_bit_bounds(pipe, images, prompt, int(steps), int(trajectories), int(seed), registry.folder(model))
     if eight is not None:
         df["8-bit bound bits/dim"] = eight.flatten().tolist()  # rows are trajectory-major, as eight's
     gallery = [(show(to_uint8(im), 128), lb) for im, lb in zip(images, labels)]
@@ -220,19 +214,12 @@ def eight_bit_bounds(pipe, x: torch.Tensor, prompts, steps: int, trajectories: i
         text = pipe.encode_prompt(prompts * trajectories)[0]
     else:
         text = None
-    g = torch.Generator().manual_seed(int(seed) + 2)
-    model = pipe.ntm
-    if model.schedule.config.dequantize_levels:
-        with torch.no_grad():
-            values = model.nll(xs, text, steps, g).data_bits_per_dim
-        return values.reshape(trajectories, b), "dequantized trajectory"
-    decoder = DiscreteDecoder.load(folder)
-    if decoder is None:
-        return None, "this model has no discrete decoder (`python -m analysis.eight_bit --model … --save` fits one)"
-    bound = eight_bit_bound(model, xs, decoder, text, steps, g)
-    how = (f"bound on x_t0 {bound.x_t0.mean().item():.3f} + noise term {bound.noise:.3f} + decoder "
-           f"{bound.decoder.mean().item():.3f}")
-    return bound.bits_per_dim.reshape(trajectories, b), how
+    try:
+        bound = eight_bit_bound(pipe.ntm, xs, DiscreteDecoder.load(folder), text, steps,
+                                torch.Generator().manual_seed(int(seed) + 2))
+    except NoEightBitBound as e:
+        return None, str(e)
+    return bound.bits_per_dim.reshape(trajectories, b), bound.describe()
 
 
 def eight_bit_note(pipe, x: torch.Tensor, prompt: str, steps: int, trajectories: int, seed: int, folder) -> str:

@@ -14,6 +14,9 @@ beyond). The table is the add-½ smoothed histogram of pixel values per bin on *
 (`DiscreteDecoder.fit`), stored with the model (`discrete_decoder.json`). Every row is a distribution over the 256
 values, so the bound holds for any table; a better one gives a tighter bound. (A Gaussian around x̂ fitted the same
 way costs twice the bits: most pixels sit exactly at 0 or 255, a spike a histogram keeps.)
+
+The 8-bit configuration (t_0 = 0, x_{t_0} = x + uniform noise in its bin of width w) is the same formula with
+E_q[log q(x_{t_0} | x)] = −D·log w and P(x | τ) = 1: `eight_bit_bound` is the one place either is computed.
 """
 from __future__ import annotations
 
@@ -99,19 +102,38 @@ class DiscreteDecoder:
             return None
 
 
+class NoEightBitBound(ValueError):
+    """The model has no 8-bit bound: t_min > 0 without a discrete decoder, or t_min = 0 without dequantization."""
+
+
 @dataclass
 class EightBitBound:
-    """The terms of the bound above for each image, in bits per image dimension: [B] each."""
+    """The terms of −log₂ P(x) ≤ bound on x_{t_0} + E_q[log₂ q(x_{t_0} | x)] + E_q[−log₂ P(x | τ)], per image
+    dimension: [B] each. One formula for both configurations: a noised start (t_min > 0) pays −½·log₂(2πe σ_0²)
+    and a decoder; a dequantized start (t_0 = 0, bins of width w) pays −log₂ w and no decoder (the bin x_{t_0}
+    falls in names x, so P(x | τ) = 1)."""
 
     x_t0: torch.Tensor  # the bound on −log₂ p(x_{t_0}) (TrajectoryNLL.bound_bits_per_dim)
-    noise: float  # E_q[log₂ q(x_{t_0} | x)] / D = −½·log₂(2πe σ_0²): the same for every image
-    decoder: torch.Tensor  # −log₂ P(x | τ) / D
-    mean: torch.Tensor = field(repr=False)  # x̂ = E[x_0 | τ], the decoder's centre: [B, C, H, W]
+    start: float  # E_q[log₂ q(x_{t_0} | x)] / D: the same for every image
+    decoder: torch.Tensor  # −log₂ P(x | τ) / D (zeros for a dequantized start)
+    mean: torch.Tensor | None = field(default=None, repr=False)  # x̂ = E[x_0 | τ], the decoder's centre
+
+    @property
+    def dequantized(self) -> bool:
+        return self.mean is None
 
     @property
     def bits_per_dim(self) -> torch.Tensor:
         """Upper bound on −log₂ P(x) per dimension of the 8-bit image."""
-        return self.x_t0 + self.noise + self.decoder
+        return self.x_t0 + self.start + self.decoder
+
+    def describe(self) -> str:
+        """The sum in words, with the batch means: the app's and the reports' one wording."""
+        if self.dequantized:
+            return (f"dequantized trajectory: bound on x_t0 {self.x_t0.mean().item():.3f} + bin width term "
+                    f"{self.start:.3f}")
+        return (f"bound on x_t0 {self.x_t0.mean().item():.3f} + noise term {self.start:.3f} + decoder "
+                f"{self.decoder.mean().item():.3f}")
 
 
 def noise_bits_per_dim(t0: float) -> float:
@@ -134,19 +156,34 @@ def tweedie_estimate(model, states: torch.Tensor, grid: torch.Tensor, text=None)
     return kept["bound"], mean
 
 
-def eight_bit_bound(model, x: torch.Tensor, decoder: DiscreteDecoder, text=None, num_steps: int = 4,
+def eight_bit_bound(model, x: torch.Tensor, decoder: DiscreteDecoder | None = None, text=None, num_steps: int = 4,
                     generator: torch.Generator | None = None) -> EightBitBound:
-    """The 8-bit bound of images x (pixel values in model scaling) under a t_min > 0 model, with one forward
-    trajectory per image (average several calls for a tighter estimate of the expectation)."""
-    t0 = model.schedule.config.t_min
-    if t0 <= 0:
-        raise ValueError("this model's trajectory starts at dequantized data (t_min = 0): its 8-bit bound is "
-                         "TrajectoryNLL.data_bits_per_dim, no decoder needed")
-    off_grid = (x.double() - (pixel_levels(x, decoder.levels).double() * 2 / (decoder.levels - 1) - 1)).abs().max()
+    """The 8-bit bound of images x (pixel values in model scaling), one forward trajectory per image (average
+    several calls for a tighter estimate of the expectation), in either configuration: a dequantized start needs
+    no decoder, a noised one needs `decoder`. Raises NoEightBitBound when the model has none."""
+    cfg = model.schedule.config
+    if cfg.dequantize_levels:
+        levels = cfg.dequantize_levels
+    elif cfg.t_min <= 0:
+        raise NoEightBitBound("this model's trajectory starts at the continuous data (t_min = 0, no dequantization): "
+                              "it has no bound on 8-bit images")
+    elif decoder is None:
+        raise NoEightBitBound("this model has no discrete decoder (`python -m analysis.eight_bit --model … --save` "
+                              "fits one)")
+    else:
+        levels = decoder.levels
+    off_grid = (x.double() - (pixel_levels(x, levels).double() * 2 / (levels - 1) - 1)).abs().max()
     if off_grid > 1e-3:
-        raise ValueError(f"the 8-bit bound is of 8-bit images: pixel values k/127.5 − 1 in model scaling (this batch "
-                         f"is {off_grid.item():.3g} off them); quantize first (ntm_core.images.to_uint8, from_uint8)")
+        raise ValueError(f"the 8-bit bound is of 8-bit images: pixel values k/{(levels - 1) / 2:g} − 1 in model "
+                         f"scaling (this batch is {off_grid.item():.3g} off them); quantize first "
+                         "(ntm_core.images.to_uint8, from_uint8)")
+    if cfg.dequantize_levels:
+        with torch.no_grad():
+            nll = model.nll(x, text, num_steps, generator)
+        width = model.schedule.dequantization_width
+        return EightBitBound(x_t0=nll.bound_bits_per_dim.double(), start=-math.log2(width),
+                             decoder=torch.zeros_like(nll.bound_bits_per_dim, dtype=torch.float64))
     states, grid = model.forward_trajectory(x, num_steps, generator)
     bound, mean = tweedie_estimate(model, states, grid, text)
     decoder_bits = -decoder.log_prob(x, mean) / (x[0].numel() * LN2)
-    return EightBitBound(x_t0=bound.double(), noise=noise_bits_per_dim(t0), decoder=decoder_bits, mean=mean)
+    return EightBitBound(x_t0=bound.double(), start=noise_bits_per_dim(cfg.t_min), decoder=decoder_bits, mean=mean)

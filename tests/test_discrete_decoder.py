@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from ntm_core.discrete_decoder import DiscreteDecoder, eight_bit_bound, pixel_levels
+from ntm_core.discrete_decoder import DiscreteDecoder, NoEightBitBound, eight_bit_bound, pixel_levels
 from ntm_core.trajectory import LOG_2PI, kernel
 
 from .conftest import small_ntm
@@ -61,9 +61,24 @@ def test_save_load_and_refusals(tmp_path):
     assert DiscreteDecoder.load(str(tmp_path)) is None
     with pytest.raises(ValueError, match="8-bit images"):  # a float image, not 8-bit pixels
         eight_bit_bound(small_ntm(), torch.full((1, 3, 8, 8), 0.3, dtype=torch.float64), _random_decoder(3, 256, 0))
-    eight_bit_model = small_ntm(t_min=0.0, min_sigma=0.1, dequantize_levels=256)
-    with pytest.raises(ValueError, match="data_bits_per_dim"):
-        eight_bit_bound(eight_bit_model, torch.zeros(1, 3, 8, 8, dtype=torch.float64), dec)
+    with pytest.raises(NoEightBitBound, match="no discrete decoder"):  # t_min > 0 needs one
+        eight_bit_bound(small_ntm(), torch.zeros(1, 3, 8, 8, dtype=torch.float64), None)
+    with pytest.raises(NoEightBitBound, match="t_min = 0, no dequantization"):  # a continuous start has no 8-bit bound
+        eight_bit_bound(small_ntm(t_min=0.0, min_sigma=0.1), torch.zeros(1, 3, 8, 8, dtype=torch.float64), dec)
+
+
+def test_the_dequantized_configuration_is_the_same_formula():
+    """t_0 = 0 with dequantized pixels: the bound is the trajectory's own data_bits_per_dim, no decoder term, the
+    middle term −log₂ of the bin width (7 bits/dim for 256 levels in [−1, 1]); the decoder is ignored."""
+    model = small_ntm(t_min=0.0, min_sigma=0.1, dequantize_levels=256)
+    x = (torch.arange(2 * 3 * 8 * 8).reshape(2, 3, 8, 8) % 256).double() / 127.5 - 1
+    b = eight_bit_bound(model, x, _random_decoder(3, 256, 0), num_steps=2, generator=torch.Generator().manual_seed(5))
+    nll = model.nll(x, None, 2, torch.Generator().manual_seed(5))
+    assert b.dequantized and b.start == pytest.approx(7.0) and (b.decoder == 0).all()
+    assert torch.allclose(b.bits_per_dim, nll.data_bits_per_dim.double(), rtol=0, atol=1e-9)
+    assert b.describe().startswith("dequantized trajectory")
+    with pytest.raises(ValueError, match="8-bit images"):
+        eight_bit_bound(model, x + 1e-2, None)
 
 
 LEVELS, T0 = 16, 0.3
@@ -111,7 +126,8 @@ def test_bound_on_a_one_dim_discrete_toy():
         if k in (0, 4, 9, 15):
             x = torch.full((20_000, 1, 1, 1), values[k].item(), dtype=torch.float64)
             b = eight_bit_bound(model, x, decoder, num_steps=1, generator=torch.Generator().manual_seed(k))
-            assert b.noise * math.log(2) == pytest.approx(expected["noise"], abs=1e-6)
+            assert b.start * math.log(2) == pytest.approx(expected["noise"], abs=1e-6)
+            assert "noise term" in b.describe() and not b.dequantized
             for name in ("x_t0", "decoder"):
                 nats = getattr(b, name) * math.log(2)
                 mean, err = nats.mean().item(), nats.std().item() / math.sqrt(len(nats))

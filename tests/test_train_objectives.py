@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.eight_bit import measure
+from app.likelihood import eight_bit_bounds
 from ntm_core.flow_matching import training_times
 from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
 
@@ -58,6 +60,15 @@ def test_ntm_with_the_8bit_likelihood_configuration(tmp_path):
     x = (torch.arange(3 * 16 * 16).reshape(1, 3, 16, 16) % 256).float() / 127.5 - 1  # an 8-bit image
     (nll,) = pipe.log_likelihood(x, "a red circle", 2, generator=torch.Generator().manual_seed(0))
     assert nll.has_data_bound and torch.isfinite(nll.data_bits_per_dim).all()
+    # the app's 8-bit column and note go through the same formula: the dequantized trajectory's own bound
+    values, how = eight_bit_bounds(pipe, x, "a red circle", 2, 3, 0, folder)
+    assert how.startswith("dequantized trajectory") and values.shape == (3, 1)
+    with torch.no_grad():
+        ref = pipe.ntm.nll(x.repeat(3, 1, 1, 1), pipe.encode_prompt(["a red circle"] * 3)[0], 2,
+                           torch.Generator().manual_seed(2)).data_bits_per_dim
+    assert torch.allclose(values.flatten().double(), ref.double(), atol=1e-6)
+    parts = measure(pipe, x.repeat(2, 1, 1, 1), None, None, 2, 0, 1)  # analysis.eight_bit's rows: no decoder needed
+    assert torch.allclose(parts["total"], parts["x_t0"] + 7.0) and (parts["decoder"] == 0).all()
 
 
 def test_gaussian_only_ablation(tmp_path):
