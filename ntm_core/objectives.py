@@ -110,7 +110,8 @@ class FlowMatchingObjective(_Objective):
 
 class DenoiserObjective(_Objective):
     """Targets come from the frozen NTM alone: forward trajectories from the data, denoised with the NTM's own
-    exact trajectory score (Tweedie); the input is what the sampler hands over, u = f_T(x_{t_0})."""
+    exact trajectory score (Tweedie); the input is what the sampler hands over, u = f_T(x_{t_0}). The trajectories
+    lie on the sampler's grid (sample_shift), so the target is the score step the sampler would take."""
 
     def __init__(self, ntm: NTM, denoiser: Denoiser):
         super().__init__()
@@ -118,7 +119,7 @@ class DenoiserObjective(_Objective):
         self.denoiser = denoiser
 
     def forward(self, x0, text, num_steps: int, generator=None, aux_weight: float = 0.0):
-        grid = self.ntm.schedule.grid(num_steps, dtype=x0.dtype, device=x0.device)
+        grid = self.ntm.schedule.sampling_grid(num_steps, dtype=x0.dtype, device=x0.device)
         states = sample_trajectory(x0, grid, generator)
         target = self.ntm.denoise_with_score(states, grid, text).detach()
         with torch.no_grad():

@@ -260,3 +260,29 @@ def test_a_bundle_carries_its_lineage_and_the_model_card_sums_it(fm_run, tmp_pat
     assert table["minutes"].iloc[-1] == pytest.approx(table["minutes"].iloc[0] + table["minutes"].iloc[1])
     assert (table["precision"][:2] == "no").all()
     assert load_pipeline(again).__class__ is NTMPipeline
+
+
+def test_denoiser_targets_lie_on_the_samplers_grid():
+    """With sample_shift ≠ shift the learned denoiser must imitate the score step the sampler takes: targets from
+    trajectories on the sampling grid. Recomputed here from the definitions; on the trajectory grid it differs."""
+    from ntm_core.denoiser import Denoiser
+    from ntm_core.objectives import DenoiserObjective
+    from ntm_core.trajectory import TrajectorySchedule, sample_trajectory
+
+    from .conftest import small_ntm
+
+    ntm = small_ntm(text=False)
+    ntm.schedule = TrajectorySchedule(t_min=0.05, shift=1.0, sample_shift=3.0)
+    den = Denoiser(sample_size=8, in_channels=3, patch_size=2, width=32, depth=1, heads=4).double()
+    x0 = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    loss, _ = DenoiserObjective(ntm, den)(x0, None, 2, torch.Generator().manual_seed(1))
+
+    def expected(grid):
+        states = sample_trajectory(x0, grid, torch.Generator().manual_seed(1))
+        target = ntm.denoise_with_score(states, grid, None)
+        with torch.no_grad():
+            u0, _ = ntm.transporter(states[:, 0], grid[0], None)
+        return (den(u0, None) - target).pow(2).mean()
+
+    assert torch.allclose(loss, expected(ntm.schedule.sampling_grid(2, dtype=torch.float64)), rtol=1e-10)
+    assert not torch.allclose(loss, expected(ntm.schedule.grid(2, dtype=torch.float64)), rtol=1e-3)
