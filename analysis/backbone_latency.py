@@ -4,9 +4,14 @@
 
 Each candidate (patch p, width w, depth d[, heads h]) is built as the default model would be — an NTM finetuned
 from flow matching (a Markov predictor) with the shapes32 transporter and a learned denoiser at the same patch —
-with untrained weights (the time does not depend on their values), and timed through the pipeline at batch 1:
-4 steps with the learned denoiser (the app's default path) and with the transporter's inverse, and the flow-matching
-model at 50 Euler steps (the baseline the Compare tab draws).
+with untrained weights (the time does not depend on their values), and timed through the pipeline per image at
+each --batch: 4 steps with the learned denoiser (the app's default path), with the transporter's inverse (none) and
+with trajectory-score denoising (its forward and backward pass), and the flow-matching model at 50 Euler steps (the
+baseline the Compare tab draws). "score / learned" is the learned denoiser's speed-up over the score step, the
+paper's 9×, measured in the same run:
+
+    python -m analysis.backbone_latency --config ntm_core/configs/shapes32_fm.yaml --candidate p2-w192-d6 \
+        --batch 1 16 --out docs/denoiser-speed
 """
 from __future__ import annotations
 
@@ -49,7 +54,7 @@ def _median_seconds(call, repeats: int) -> float:
     return float(np.median(secs))
 
 
-def measure(name: str, cfg: dict, repeats: int) -> dict:
+def measure(name: str, cfg: dict, repeats: int, batch: int = 1) -> dict:
     arch = parse(name)
     torch.manual_seed(0)
     shape = {"sample_size": cfg["data"]["image_size"], "in_channels": cfg["data"]["channels"]}
@@ -61,15 +66,25 @@ def measure(name: str, cfg: dict, repeats: int) -> dict:
     ntm = NTMPipeline(transporter, ntm_predictor, TrajectorySchedule(**cfg["model"]["schedule"]), denoiser, **text_kw)
     fm_pipe = FlowMatchingPipeline(fm, FlowMatchEulerDiscreteScheduler(shift=1.0), **text_kw)
     seed = lambda r: torch.Generator().manual_seed(r)  # noqa: E731
-    row = {"candidate": name, **arch, "predictor params (M)": sum(p.numel() for p in fm.parameters()) / 1e6,
+    row = {"candidate": name, **arch, "batch": batch,
+           "predictor params (M)": sum(p.numel() for p in fm.parameters()) / 1e6,
            "bundle MB (bf16)": 2 * sum(p.numel() for m in (ntm_predictor, transporter, denoiser)
                                        for p in m.parameters()) / 1e6}
+
+    def per_image(call, n):  # seconds per image of one call at this batch
+        return _median_seconds(call, n) / batch
+
     with torch.inference_mode():
-        row["NTM@4 learned s"] = _median_seconds(lambda r: ntm(PROMPT, 4, 3.0, generator=seed(r), denoise="learned"),
-                                                 repeats)
-        row["NTM@4 none s"] = _median_seconds(lambda r: ntm(PROMPT, 4, 3.0, generator=seed(r), denoise="none"),
-                                              repeats)
-        row["FM@50 s"] = _median_seconds(lambda r: fm_pipe(PROMPT, 50, 3.0, generator=seed(r)), max(1, repeats // 3))
+        for final in ("learned", "none"):
+            row[f"NTM@4 {final} s"] = per_image(lambda r: ntm(PROMPT, 4, 3.0, num_images_per_prompt=batch,
+                                                                generator=seed(r), denoise=final), repeats)
+    # the score step differentiates the trajectory NLL, so it runs outside inference mode
+    row["NTM@4 score s"] = per_image(lambda r: ntm(PROMPT, 4, 3.0, num_images_per_prompt=batch, generator=seed(r),
+                                                     denoise="score"), repeats)
+    with torch.inference_mode():
+        row["FM@50 s"] = per_image(lambda r: fm_pipe(PROMPT, 50, 3.0, num_images_per_prompt=batch, generator=seed(r)),
+                                   max(1, repeats // 3))
+    row["score / learned"] = row["NTM@4 score s"] / row["NTM@4 learned s"]
     row["fits the app (< 1 s)"] = row["NTM@4 learned s"] < 1.0
     return row
 
@@ -80,11 +95,12 @@ def main() -> None:
                                                         "p2-w384-d12"])
     ap.add_argument("--config", default="ntm_core/configs/shapes32.yaml", help="data, text, transporter, denoiser")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1], help="images per call; times are per image")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     cfg = load_config(a.config)
-    df = pd.DataFrame([measure(c, cfg, a.repeats) for c in a.candidate])
-    report(df, "backbone candidates: one image at batch 1 through the pipeline, untrained weights",
+    df = pd.DataFrame([measure(c, cfg, a.repeats, b) for c in a.candidate for b in a.batch])
+    report(df, "backbone candidates: seconds per image through the pipeline, untrained weights",
            environment(config=a.config, prompt=PROMPT, repeats=a.repeats), a.out, digits=3)
 
 
