@@ -230,21 +230,22 @@ class NTM(nn.Module):
             **extra,
         )
 
-    def forward_trajectory(self, x0: torch.Tensor, num_steps: int = 4,
-                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(states [B, K+1, ...], grid): a forward trajectory from data x0 under this model's schedule. Under
-        dequantize_levels, x0 (8-bit images in [−1, 1]) is dequantized first, with the same generator."""
-        grid = self.schedule.grid(num_steps, dtype=x0.dtype, device=x0.device)
+    def forward_trajectory(self, x0: torch.Tensor, num_steps: int = 4, generator: torch.Generator | None = None,
+                           shift: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states [B, K+1, ...], grid): a forward trajectory from data x0 under this model's schedule (on the grid
+        of `shift`, None: the trajectory's). Under dequantize_levels, x0 (8-bit images in [−1, 1]) is dequantized
+        first, with the same generator."""
+        grid = self.schedule.grid(num_steps, dtype=x0.dtype, device=x0.device, shift=shift)
         levels = self.schedule.config.dequantize_levels
         if levels:
             x0 = dequantize(x0, levels, generator)
         return sample_trajectory(x0, grid, generator), grid
 
     def nll(self, x0: torch.Tensor, text: TextEmbedding | None = None, num_steps: int = 4,
-            generator: torch.Generator | None = None) -> TrajectoryNLL:
+            generator: torch.Generator | None = None, shift: float | None = None) -> TrajectoryNLL:
         """NLL of forward trajectories sampled from data x0 [B, C, H, W] (the training loss is its mean); under
         the 8-bit configuration the result carries the 8-bit bound (`data_bits_per_dim`)."""
-        states, grid = self.forward_trajectory(x0, num_steps, generator)
+        states, grid = self.forward_trajectory(x0, num_steps, generator, shift)
         return self.trajectory_nll(states, grid, text, dequantization_width=self.schedule.dequantization_width)
 
     # ---- sampling: the reverse steps in u-space, then one inverse ----

@@ -1,6 +1,7 @@
 """Training objectives, one nn.Module each (so a data-parallel wrapper sees one module), selected by config:
 
-  ntm        exact trajectory NLL, K drawn per batch from the schedule's train_num_steps
+  ntm        exact trajectory NLL, K (and the grid's shift) drawn per batch from the schedule's train_num_steps
+             (train_shifts)
   gauss      the same with the transporter disabled (f_T = identity): the Gaussian-only ablation
   fm         flow matching (velocity MSE) with the predictor backbone
   fm_to_ntm  NTM initialised from an FM model (NTM_METHOD §5) + λ‖μ_P − μ_FM‖² against the frozen FM model
@@ -11,8 +12,9 @@ weights, a new optimizer and schedule), so that training a bundled model goes on
 machine — a full checkpoint (optimizer moments included) is too large to move between the project's machines.
 The networks' architecture is then the init model's; model.* settings that ask for another one are an error.
 
-forward(x0, text, num_steps, generator, aux_weight) → (loss, metrics); the loss is per dimension so its scale
-does not depend on image size or K. `pipeline()` is the objective's model as the pipeline the app loads; an
+forward(x0, text, num_steps, generator, aux_weight, shift) → (loss, metrics); the loss is per dimension so its
+scale does not depend on image size or K. `shift` is the batch's grid (train_shifts); only the trajectory NLL
+objectives use it — flow matching draws continuous times, the denoiser the sampler's grid. `pipeline()` is the objective's model as the pipeline the app loads; an
 objective exports itself, so the trainer needs to know none of them. `build_objective(cfg)` picks one.
 """
 from __future__ import annotations
@@ -63,8 +65,8 @@ class NTMObjective(_Objective):
         if frozen_fm is not None:
             frozen_fm.requires_grad_(False).eval()
 
-    def forward(self, x0, text, num_steps: int, generator=None, aux_weight: float = 0.0):
-        nll = self.ntm.nll(x0, text, num_steps, generator)
+    def forward(self, x0, text, num_steps: int, generator=None, aux_weight: float = 0.0, shift: float | None = None):
+        nll = self.ntm.nll(x0, text, num_steps, generator, shift)
         dims = nll.dim * (num_steps + 1)
         loss = nll.total.mean() / dims
         m = {"nll_nats_per_dim": loss.detach(), "bits_per_dim": nll.bits_per_dim.mean().detach(),
@@ -99,7 +101,7 @@ class FlowMatchingObjective(_Objective):
         super().__init__()
         self.predictor, self.time_sampling, self.shift = predictor, time_sampling, shift
 
-    def forward(self, x0, text, num_steps: int = 1, generator=None, aux_weight: float = 0.0):
+    def forward(self, x0, text, num_steps: int = 1, generator=None, aux_weight: float = 0.0, shift=None):
         loss = fm_loss(self.predictor, x0, text, generator, self.time_sampling)
         return loss, {"loss": loss.detach(), "velocity_mse": loss.detach()}
 
@@ -118,7 +120,7 @@ class DenoiserObjective(_Objective):
         self.ntm = ntm.requires_grad_(False).eval()
         self.denoiser = denoiser
 
-    def forward(self, x0, text, num_steps: int, generator=None, aux_weight: float = 0.0):
+    def forward(self, x0, text, num_steps: int, generator=None, aux_weight: float = 0.0, shift=None):
         grid = self.ntm.schedule.sampling_grid(num_steps, dtype=x0.dtype, device=x0.device)
         states = sample_trajectory(x0, grid, generator)
         target = self.ntm.denoise_with_score(states, grid, text).detach()
@@ -186,9 +188,11 @@ def _warm_ntm(cfg: dict, shape: dict) -> NTM:
     check_architecture("transporter", dict(m["transporter"], **shape), init.transporter,
                        ignore=("num_blocks",) if gauss else ())
     check_architecture("predictor", dict(m["predictor"], **shape), init.predictor)
-    check_architecture("schedule", m["schedule"], init.scheduler, ignore=("train_num_steps",))
+    check_architecture("schedule", m["schedule"], init.scheduler, ignore=("train_num_steps", "train_shifts"))
     schedule = {k: v for k, v in init.scheduler.config.items() if not k.startswith("_")}
-    schedule["train_num_steps"] = m["schedule"].get("train_num_steps", schedule["train_num_steps"])
+    for key in ("train_num_steps", "train_shifts"):  # how it trains next, not what it is
+        if key in m["schedule"]:
+            schedule[key] = m["schedule"][key]
     return NTM(init.transporter, init.predictor, TrajectorySchedule(**schedule))
 
 

@@ -178,6 +178,7 @@ class Trainer:
         t, acc = self.t, self.accelerator
         key = generator(self.seed, self.step, 7).initial_seed()
         k = self.schedule.train_num_steps_for(key) if self.schedule is not None else 1
+        shift = self.schedule.train_shift_for(key) if self.schedule is not None else None
         aux_weight = t["aux_lambda"] * 0.5 * (1 + math.cos(math.pi * self.step / t["steps"]))  # cosine → 0
         grad_norm = None
         for a in range(t["grad_accum"]):
@@ -189,7 +190,7 @@ class Trainer:
                 text = text.drop(drop.to(text.pooled.device))
             with acc.accumulate(self.objective):
                 with acc.autocast():
-                    loss, metrics = self.objective(x0, text, k, gen, aux_weight)
+                    loss, metrics = self.objective(x0, text, k, gen, aux_weight, shift)
                 acc.backward(loss)
                 if acc.sync_gradients:
                     grad_norm = acc.clip_grad_norm_(self.params, t["grad_clip"])
@@ -199,13 +200,13 @@ class Trainer:
         if self.ema is not None:
             self.ema.step(self.params)
         row = {name: v.detach().float().reshape(()) for name, v in metrics.items()}
-        row["num_steps"] = k
+        row["grid"] = (k, shift)
         if grad_norm is not None:
             row["grad_norm"] = torch.as_tensor(grad_norm, dtype=torch.float32, device=acc.device).reshape(())
         return row
 
-    def _log(self, pending: list[tuple[int, int, float, dict]], since: float) -> dict:
-        """Read the pending steps' metrics (step, K, lr, tensors) in one transfer — the loop's one wait for the
+    def _log(self, pending: list[tuple[int, tuple, float, dict]], since: float) -> dict:
+        """Read the pending steps' metrics (step, (K, shift), lr, tensors) in one transfer — the loop's one wait for the
         GPU per log interval —, check them and append them to metrics.jsonl."""
         names = sorted(pending[-1][3])
         values = torch.stack([torch.stack([m[n] for n in names]) for *_, m in pending])
@@ -213,8 +214,8 @@ class Trainer:
         elapsed = time.perf_counter() - since
         per_step = self.t["batch_size"] * self.t["grad_accum"] * self.world
         rows = []
-        for (step, k, lr, _), vals in zip(pending, values):
-            row = dict(zip(names, vals), num_steps=k, lr=lr, step=step,
+        for (step, (k, shift), lr, _), vals in zip(pending, values):
+            row = dict(zip(names, vals), num_steps=k, lr=lr, step=step, **({} if shift is None else {"shift": shift}),
                        samples=self.samples - (self.step - step) * per_step,
                        samples_per_s=per_step * len(pending) / elapsed, seconds=elapsed / len(pending))
             if not math.isfinite(row["loss"]):
@@ -264,7 +265,7 @@ class Trainer:
             metrics = self._train_step()
             self.step += 1
             self.samples += t["batch_size"] * t["grad_accum"] * self.world
-            pending.append((self.step, metrics.pop("num_steps"), self.lr_scheduler.get_last_lr()[0], metrics))
+            pending.append((self.step, metrics.pop("grid"), self.lr_scheduler.get_last_lr()[0], metrics))
             bar.update(1)
             out_of_time = (bool(t["max_seconds"]) and time.perf_counter() - start > t["max_seconds"]
                            and self.step < t["steps"])  # a budget met on the last step still finishes

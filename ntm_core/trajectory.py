@@ -152,16 +152,21 @@ class TrajectorySchedule(SchedulerMixin, ConfigMixin):
         model's Gaussian sampler, exact on any grid: there more steps at high noise draw better (shift 3: 0.77 vs
         0.63 at K = 4), fewer give the tighter bound (−2.17 vs −1.34 bits/dim on x_{t_0}; docs/time-shift-shapes).
         A sample's log p(τ) is the density on the grid it was drawn on, which the trajectory carries.
+    train_shifts: the time shifts whose grids training draws from, one per batch like K (None: `shift` alone). A
+        trained NTM keeps the grid it was trained on (ntm-mnist28 reads 0.38 → 0.27 from sample_shift 1 to 3), so a
+        model meant to sample on sample_shift and bound on shift trains on both.
     """
 
     config_name = "scheduler_config.json"
 
     @register_to_config
     def __init__(self, t_min: float = 0.05, shift: float = 1.0, train_num_steps: Sequence[int] = (4,),
-                 dequantize_levels: int = 0, sample_shift: float | None = None):
-        time_grid(1, t_min, shift)  # validates
-        if sample_shift is not None:
-            time_grid(1, t_min, sample_shift)
+                 dequantize_levels: int = 0, sample_shift: float | None = None,
+                 train_shifts: Sequence[float] | None = None):
+        for s in [shift] + ([] if sample_shift is None else [sample_shift]) + list(train_shifts or []):
+            time_grid(1, t_min, s)  # validates
+        if train_shifts is not None and not len(train_shifts):
+            raise ValueError("train_shifts must name at least one shift (or be null: the trajectory's own)")
         if not train_num_steps or any(int(k) < 1 for k in train_num_steps):
             raise ValueError(f"train_num_steps must be positive integers, got {train_num_steps}")
         if dequantize_levels < 0 or dequantize_levels == 1:
@@ -177,9 +182,11 @@ class TrajectorySchedule(SchedulerMixin, ConfigMixin):
         levels = self.config.dequantize_levels
         return 2.0 / levels if levels else 0.0
 
-    def grid(self, num_steps: int, dtype=torch.float32, device=None) -> torch.Tensor:
-        """The trajectory's grid: training, likelihoods, forward trajectories."""
-        return time_grid(num_steps, self.config.t_min, self.config.shift).to(dtype=dtype, device=device)
+    def grid(self, num_steps: int, dtype=torch.float32, device=None, shift: float | None = None) -> torch.Tensor:
+        """The trajectory's grid: training, likelihoods, forward trajectories (`shift`: a training batch's from
+        train_shifts; None: the trajectory's own)."""
+        shift = self.config.shift if shift is None else shift
+        return time_grid(num_steps, self.config.t_min, shift).to(dtype=dtype, device=device)
 
     @property
     def sampling_shift(self) -> float:
@@ -195,3 +202,11 @@ class TrajectorySchedule(SchedulerMixin, ConfigMixin):
         its per-step seed, so every process picks the same K and a resumed run picks what the first one did)."""
         choices = list(self.config.train_num_steps)
         return int(choices[key % len(choices)])
+
+    def train_shift_for(self, key: int) -> float | None:
+        """The time shift of one training step's grid, picked from train_shifts by the same key, independently of K
+        (the key's digits past K's); None (the trajectory's own grid) when there is no train_shifts."""
+        shifts = self.config.train_shifts
+        if not shifts:
+            return None
+        return float(shifts[(key // len(self.config.train_num_steps)) % len(shifts)])

@@ -10,7 +10,7 @@ from app.likelihood import eight_bit_bounds
 from ntm_core.flow_matching import training_times
 from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
 
-from .train_helpers import metrics, run_tiny
+from .train_helpers import metrics, run_tiny, tiny_config
 
 STEPS = ["train.steps=16", "train.lr=2.0e-3", "train.checkpoint_every=100", "text.drop_prob=0.0"]
 
@@ -159,8 +159,6 @@ def test_data_echo_reuses_each_rendered_batch(tmp_path):
     from ntm_core.config import load_config
     from ntm_core.train import Trainer
 
-    from .train_helpers import tiny_config
-
     with pytest.raises(ValueError, match="data_echo"):
         load_config(None, ["train.data_echo=0"])
     trainer = Trainer(tiny_config(tmp_path / "a", "train.data_echo=2", "train.steps=5"))
@@ -201,8 +199,6 @@ def test_flow_matching_goes_on_from_a_bundled_model(fm_run, tmp_path):
 
 def test_a_warm_start_begins_exactly_at_the_init_weights(fm_run, ntm_run):
     from ntm_core.objectives import build_objective
-
-    from .train_helpers import tiny_config
 
     for run, objective, attr in ((fm_run, "fm", "predictor"), (ntm_run, "ntm", "ntm")):
         cfg = tiny_config("unused", f"objective={objective}", f"init_from={run[1]}")
@@ -286,3 +282,33 @@ def test_denoiser_targets_lie_on_the_samplers_grid():
 
     assert torch.allclose(loss, expected(ntm.schedule.sampling_grid(2, dtype=torch.float64)), rtol=1e-10)
     assert not torch.allclose(loss, expected(ntm.schedule.grid(2, dtype=torch.float64)), rtol=1e-3)
+
+
+def test_train_shifts_train_on_each_grid(tmp_path):
+    """train_shifts: each step's grid is the schedule's pick for that step's key (so a resume picks the same), the
+    NLL objective uses it, and the exported model keeps its own grid for likelihoods."""
+    from ntm_core.batches import generator
+    from ntm_core.objectives import NTMObjective
+    from ntm_core.trajectory import TrajectorySchedule, sample_trajectory
+
+    from .conftest import small_ntm
+
+    folder = run_tiny(tmp_path, "objective=ntm", *STEPS, "model.schedule.train_num_steps=[2,4]",
+                      "model.schedule.train_shifts=[1.0,3.0]")
+    pipe = load_pipeline(folder)
+    assert list(pipe.scheduler.config.train_shifts) == [1.0, 3.0] and pipe.scheduler.config.shift == 1.0
+    rows, seed = metrics(tmp_path), tiny_config(tmp_path)["seed"]
+    keys = [generator(seed, r["step"] - 1, 7).initial_seed() for r in rows]
+    assert [(r["num_steps"], r["shift"]) for r in rows] == [
+        (pipe.scheduler.train_num_steps_for(k), pipe.scheduler.train_shift_for(k)) for k in keys]
+    assert {r["shift"] for r in rows} == {1.0, 3.0}
+
+    ntm = small_ntm(text=False)  # the objective's loss is the NLL on the batch's grid
+    ntm.schedule = TrajectorySchedule(t_min=0.05, shift=1.0, train_shifts=[1.0, 3.0])
+    x0 = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    loss, _ = NTMObjective(ntm)(x0, None, 2, torch.Generator().manual_seed(1), 0.0, 3.0)
+    grid = ntm.schedule.grid(2, torch.float64, shift=3.0)
+    nll = ntm.trajectory_nll(sample_trajectory(x0, grid, torch.Generator().manual_seed(1)), grid, None)
+    assert torch.allclose(loss, nll.total.mean() / (nll.dim * 3), rtol=1e-10)
+    assert not torch.allclose(loss, NTMObjective(ntm)(x0, None, 2, torch.Generator().manual_seed(1))[0], rtol=1e-3)
+

@@ -81,3 +81,16 @@ def test_the_sampler_grid_follows_sample_shift_and_the_trajectory_grid_does_not(
     assert s.sampling_shift == 3.0 and plain.sampling_shift == 2.0
     with pytest.raises(ValueError, match="shift"):
         TrajectorySchedule(sample_shift=0.0)
+
+
+def test_train_shifts_are_drawn_per_batch_independently_of_k():
+    s = TrajectorySchedule(t_min=0.05, shift=1.0, train_num_steps=[1, 2, 4], train_shifts=[1.0, 3.0])
+    picks = [(s.train_num_steps_for(key), s.train_shift_for(key)) for key in range(600)]
+    assert {p: picks.count(p) for p in set(picks)} == {(k, v): 100 for k in (1, 2, 4) for v in (1.0, 3.0)}
+    assert torch.allclose(s.grid(4, torch.float64, shift=3.0), time_grid(4, 0.05, 3.0))
+    assert torch.allclose(s.grid(4, torch.float64), time_grid(4, 0.05, 1.0))  # likelihoods keep the trajectory's
+    assert TrajectorySchedule(shift=2.0).train_shift_for(5) is None  # no train_shifts: the trajectory's own grid
+    with pytest.raises(ValueError, match="shift"):
+        TrajectorySchedule(train_shifts=[1.0, -1.0])
+    with pytest.raises(ValueError, match="train_shifts"):
+        TrajectorySchedule(train_shifts=[])
