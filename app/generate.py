@@ -10,6 +10,7 @@ import torch
 
 from ntm_core.pipeline import NTMPipeline, default_final_step
 
+from .registry import DEFAULT_GUIDANCE, GUIDANCE_RANGE
 from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem, number_problem, pick_seed,
                       prompt_problem, raise_problems, seed_inputs, seed_problem, user_errors, validator)
 
@@ -36,7 +37,7 @@ def problems(registry, prompt, model, steps, guidance, temperature, seed, random
     max_steps = NTM_STEPS if info is None or info.is_ntm else FM_STEPS
     return [prompt_problem(prompt), model_issue,
             number_problem(steps, 1, max_steps, "Steps", integer=True),
-            number_problem(guidance, 1.0, 8.0, "Guidance scale"), number_problem(temperature, 0.0, 1.5, "Temperature"),
+            number_problem(guidance, *GUIDANCE_RANGE, "Guidance scale"), number_problem(temperature, 0.0, 1.5, "Temperature"),
             seed_problem(seed, randomize), None, number_problem(count, 1, 8, "Images", integer=True), final_problem]
 
 
@@ -100,8 +101,8 @@ class ExampleGrid:
                 steps = NTM_STEPS if info.is_ntm else FM_STEPS
                 folder = OUTPUTS.new_folder()
                 prompts = info.examples[:8]
-                images, _ = draw(pipe, prompts, [EXAMPLE_SEED] * len(prompts), steps, 3.0, 1.0, None) if prompts \
-                    else ([], [])
+                images, _ = draw(pipe, prompts, [EXAMPLE_SEED] * len(prompts), steps, info.guidance_scale, 1.0,
+                                 None) if prompts else ([], [])
                 self._grids[key] = [(OUTPUTS.png(folder, image, f"{prompt}-seed{EXAMPLE_SEED}"), f"example · {prompt}")
                                     for prompt, image in zip(prompts, images)]
             return self._grids[key]
@@ -110,7 +111,7 @@ class ExampleGrid:
 def controls(registry, model):
     """The Generate tab's controls for one model: what it ignores is disabled, with the reason."""
     if model_problem(registry, model) is not None:
-        return gr.update(), gr.update(), gr.update(), gr.update()
+        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
     info = registry.info(model)
     if not info.is_ntm:
         final = gr.update(choices=FINAL, value="none", interactive=False,
@@ -123,7 +124,9 @@ def controls(registry, model):
                           info=None if info.has_denoiser else "this model has no learned denoiser (score or none)")
         temperature = gr.update(interactive=True, info="scales the predictor's σ (1 = the model's density)")
         steps = gr.update(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps (the model was trained for 1–4)")
-    return final, temperature, steps, gr.update(samples=[[p] for p in info.examples])
+    guidance = gr.update(value=info.guidance_scale,
+                         info=None if info.guidance_scale == DEFAULT_GUIDANCE else "this model's measured best")
+    return final, temperature, steps, gr.update(samples=[[p] for p in info.examples]), guidance
 
 
 def vocabulary_note(registry, prompt, model):
@@ -159,7 +162,8 @@ def build(registry, demo: gr.Blocks):
                         steps = gr.Slider(1, FM_STEPS, value=NTM_STEPS, step=1, label="Steps")
                         count = gr.Slider(1, 8, value=4, step=1, label="Images")
                     with gr.Row():
-                        guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
+                        guidance = gr.Slider(*GUIDANCE_RANGE, value=info.guidance_scale if info else DEFAULT_GUIDANCE,
+                                             step=0.5, label="Guidance scale")
                         temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature")
                     with gr.Row():
                         seed, randomize = seed_inputs(randomize=True)
@@ -178,7 +182,7 @@ def build(registry, demo: gr.Blocks):
         examples.click(lambda sample: sample[0], examples, prompt, api_name=False, queue=False).then(
             generate, inputs, [gallery, note, seed], api_name=False, show_progress_on=[gallery], **MODEL_WORK)
         gr.on([demo.load, model.change], lambda m: controls(registry, m), model,
-              [final, temperature, steps, examples], api_name=False, queue=False)
+              [final, temperature, steps, examples, guidance], api_name=False, queue=False)
         gr.on([prompt.change, model.change], lambda p, m: vocabulary_note(registry, p, m), [prompt, model], vocab,
               api_name=False, queue=False, show_progress="hidden")
 

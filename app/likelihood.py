@@ -142,7 +142,8 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
     pipe = registry.get_ntm(model)
     if progress is not None:
         progress(0.1, desc="generating images")
-    out = pipe(prompt, num_images_per_prompt=int(count), num_inference_steps=4, guidance_scale=3.0,
+    out = pipe(prompt, num_images_per_prompt=int(count), num_inference_steps=4,
+               guidance_scale=registry.info(model).guidance_scale,
                generator=torch.Generator().manual_seed(int(seed)), output_type="model")
     images = from_uint8(to_uint8(out.images))  # the images as shown: 8-bit, so that P(x) is defined
     if progress is not None:

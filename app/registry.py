@@ -20,6 +20,9 @@ from ntm_core.runs import RunFolder, training_records
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
 DEFAULT_MODEL = "ntm-shapes32"
+DEFAULT_GUIDANCE = 3.0  # the shapes models' best (0.769 at 3, 0.762 at 2, 0.675 at 5: README "Where the steps go")
+GUIDANCE_RANGE = (1.0, 8.0)  # the sliders' range
+SAMPLING_DEFAULTS = "sampling_defaults.json"  # a model folder's measured best settings for the app's controls
 
 
 def runs_dir() -> str:
@@ -64,6 +67,7 @@ class ModelInfo:
     gaussian_only: bool = False  # an NTM whose transporter is the identity (the paper's ablation)
     dataset: str | None = None
     vocabulary: frozenset[str] | None = field(default=None, repr=False)
+    guidance_scale: float = DEFAULT_GUIDANCE  # where the app's guidance slider starts for this model
 
     def can(self, kind: str | None) -> bool:
         """Whether the model can do a tab's job: None = any, "ntm" = exact likelihood, "denoiser" = an NTM with a
@@ -101,7 +105,17 @@ def model_info(label: str, folder: str) -> ModelInfo:
     dataset = data.get("kind") if isinstance(data, dict) else None
     return ModelInfo(label, is_ntm, has_denoiser=bool(is_ntm and (index.get("denoiser") or [None])[0]),
                      gaussian_only=bool(is_ntm and transporter.get("num_blocks", 1) == 0), dataset=dataset,
-                     vocabulary=caption_vocabulary(dataset))
+                     vocabulary=caption_vocabulary(dataset), guidance_scale=default_guidance(folder))
+
+
+def default_guidance(folder: str) -> float:
+    """The folder's measured best guidance scale (sampling_defaults.json), else DEFAULT_GUIDANCE; a value the
+    sliders cannot show, or an unreadable file, falls back too."""
+    data = _read_json(os.path.join(folder, SAMPLING_DEFAULTS))
+    value = data.get("guidance_scale") if isinstance(data, dict) else None
+    lo, hi = GUIDANCE_RANGE
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi
+    return float(value) if ok else DEFAULT_GUIDANCE
 
 
 class Registry:

@@ -43,10 +43,12 @@ def test_pickers_list_only_models_that_can_do_the_job(registry):
 
 
 def test_controls_follow_the_model(registry):
-    final, temperature, steps, examples = controls(registry, "fm-shapes32")
+    final, temperature, steps, examples, guidance = controls(registry, "fm-shapes32")
+    assert guidance["value"] == 3.0, "no sampling_defaults.json: the default guidance"
     assert final["interactive"] is False and temperature["interactive"] is False, "flow matching ignores both"
     assert "no final step" in final["info"] and steps["maximum"] == 50
-    final, temperature, steps, examples = controls(registry, "ntm-mnist28")
+    final, temperature, steps, examples, guidance = controls(registry, "ntm-mnist28")
+    assert guidance["value"] == 8.0 and "measured" in guidance["info"], "its folder's measured best"
     assert [v for _, v in final["choices"]] == ["score", "none"], "no learned denoiser: not offered"
     assert final["value"] == "score" and temperature["interactive"] is True and steps["maximum"] == 4
     assert all("handwritten digit" in s[0] for s in examples["samples"]), "the examples follow the model"
@@ -87,3 +89,14 @@ def test_output_files_are_named_and_pruned(tmp_path):
     files.new_folder()
     assert not os.path.exists(old), "folders older than max_age are removed when the next one is made"
     assert slug("A Red circle, seed 7!") == "a-red-circle-seed-7" and slug("???") == "image"
+
+
+def test_a_folders_guidance_default_is_read_and_checked(tmp_path):
+    from app.registry import DEFAULT_GUIDANCE, SAMPLING_DEFAULTS, default_guidance
+
+    assert default_guidance(str(tmp_path)) == DEFAULT_GUIDANCE  # no file
+    for text, expected in (('{"guidance_scale": 5}', 5.0), ('{"guidance_scale": 50}', DEFAULT_GUIDANCE),
+                           ('{"guidance_scale": "8"}', DEFAULT_GUIDANCE), ('{"guidance_scale": true}', DEFAULT_GUIDANCE),
+                           ("{not json", DEFAULT_GUIDANCE), ("[8]", DEFAULT_GUIDANCE)):
+        (tmp_path / SAMPLING_DEFAULTS).write_text(text)
+        assert default_guidance(str(tmp_path)) == expected, text
