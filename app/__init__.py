@@ -36,7 +36,7 @@ def build_app(registry: Registry | None = None) -> gr.Blocks:
         with gr.Tabs():
             pickers = [(generate.build(registry, demo), None)]
             cmp_model, cmp_base = compare.build(registry)
-            pickers += [(cmp_model, "denoiser"), (cmp_base, None), (latents.build(registry), "ntm")]
+            pickers += [(cmp_model, "ntm"), (cmp_base, None), (latents.build(registry), "ntm")]
             lg, lu = likelihood.build(registry)
             pickers += [(lg, "ntm"), (lu, "ntm")]
             init = train.build(registry)

@@ -133,6 +133,10 @@ def test_compare_reports_speed_and_pixel_distance(client):
     methods = [row[0] for row in table["data"]]
     assert methods == ["NTM + score denoising", "NTM + learned denoiser"] and len(gallery) == 2
     assert "faster than score denoising" in note and "PSNR" in note and seed == 3
+    # an NTM without a learned denoiser (the run the test model was distilled from): score vs. no final step
+    gallery, table, note, _ = client.predict("a red circle", "trained: ntm", 2, 3.0, 3, False, [], api_name="/compare")
+    assert [row[0] for row in table["data"]] == ["NTM + score denoising", "NTM, no final step (x at t_min)"]
+    assert "has no learned denoiser" in note and "PSNR" in note and len(gallery) == 2
 
 
 def test_latents_show_every_step(client):
