@@ -63,8 +63,9 @@ def compare(registry, prompt, model, steps, guidance, seed, randomize, baselines
     else:
         note = (f"`{model}` has no learned denoiser yet (the Train tab's *self-distilled denoiser for an NTM* "
                 "trains one from it), so its score-denoised image is compared with its own sample at t_min, with no "
-                f"final step: the score step takes {score.seconds:.3f} s against {other.seconds:.3f} s "
-                f"({score.seconds / other.seconds:.1f}×) and removes the last noise. Pixel distance: {distance}")
+                f"final step: a sample with the score step takes {score.seconds:.3f} s, without it "
+                f"{other.seconds:.3f} s ({score.seconds / other.seconds:.1f}×); the step removes the last noise. "
+                f"Pixel distance: {distance}")
     return gallery, table, note, seed
 
 
