@@ -12,9 +12,10 @@ import torch
 from ntm_core.images import to_uint8, to_unit
 from ntm_core.pipeline import NTMPipeline
 
-from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, model_picker, model_problem, number_problem,
-                      pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show, user_errors,
-                      validator)
+from .registry import GUIDANCE_RANGE
+from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, guidance_slider, model_picker, model_problem,
+                      number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show,
+                      user_errors, validator)
 
 MAX_BASELINES = 4
 
@@ -27,7 +28,8 @@ def problems(registry, prompt, model, steps, guidance, seed, randomize, baseline
     elif len(set(baselines or [])) > MAX_BASELINES:
         extra = f"at most {MAX_BASELINES} extra models"
     return [prompt_problem(prompt), model_problem(registry, model, "ntm"),
-            number_problem(steps, 1, 4, "Steps", integer=True), number_problem(guidance, 1.0, 8.0, "Guidance scale"),
+            number_problem(steps, 1, 4, "Steps", integer=True),
+            number_problem(guidance, *GUIDANCE_RANGE, "Guidance scale"),
             seed_problem(seed, randomize), None, extra]
 
 
@@ -87,13 +89,14 @@ def build(registry):
                                                   "when such models are bundled or trained")
                 with gr.Row():
                     steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
-                    guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
+                    guidance = guidance_slider(registry, model)
                 with gr.Row():
                     seed, randomize = seed_inputs(randomize=False)
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Side by side", columns=4, height=360, object_fit="contain")
                 note = gr.Markdown()
-                table = gr.Dataframe(label="Wall time per method (this machine)", interactive=False)
+                table = gr.Dataframe(label="Wall time per method (this machine)", interactive=False,
+                                     headers=["method", "seconds", "img/s"])
 
         @gpu(duration=GPU_SECONDS["compare"])
         @user_errors

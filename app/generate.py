@@ -10,9 +10,10 @@ import torch
 
 from ntm_core.pipeline import NTMPipeline, default_final_step
 
-from .registry import DEFAULT_GUIDANCE, GUIDANCE_RANGE
-from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem, number_problem, pick_seed,
-                      prompt_problem, raise_problems, seed_inputs, seed_problem, user_errors, validator)
+from .registry import GUIDANCE_RANGE
+from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, guidance_slider, guidance_update, model_picker,
+                      model_problem, number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs,
+                      seed_problem, user_errors, validator)
 
 FINAL = [("learned denoiser (fast)", "learned"), ("score denoising (exact score, slow)", "score"),
          ("none (x at t_min)", "none")]
@@ -37,7 +38,8 @@ def problems(registry, prompt, model, steps, guidance, temperature, seed, random
     max_steps = NTM_STEPS if info is None or info.is_ntm else FM_STEPS
     return [prompt_problem(prompt), model_issue,
             number_problem(steps, 1, max_steps, "Steps", integer=True),
-            number_problem(guidance, *GUIDANCE_RANGE, "Guidance scale"), number_problem(temperature, 0.0, 1.5, "Temperature"),
+            number_problem(guidance, *GUIDANCE_RANGE, "Guidance scale"),
+            number_problem(temperature, 0.0, 1.5, "Temperature"),
             seed_problem(seed, randomize), None, number_problem(count, 1, 8, "Images", integer=True), final_problem]
 
 
@@ -124,9 +126,7 @@ def controls(registry, model):
                           info=None if info.has_denoiser else "this model has no learned denoiser (score or none)")
         temperature = gr.update(interactive=True, info="scales the predictor's σ (1 = the model's density)")
         steps = gr.update(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps (the model was trained for 1–4)")
-    guidance = gr.update(value=info.guidance_scale,
-                         info=None if info.guidance_scale == DEFAULT_GUIDANCE else "this model's measured best")
-    return final, temperature, steps, gr.update(samples=[[p] for p in info.examples]), guidance
+    return final, temperature, steps, gr.update(samples=[[p] for p in info.examples]), guidance_update(registry, model)
 
 
 def vocabulary_note(registry, prompt, model):
@@ -162,8 +162,7 @@ def build(registry, demo: gr.Blocks):
                         steps = gr.Slider(1, FM_STEPS, value=NTM_STEPS, step=1, label="Steps")
                         count = gr.Slider(1, 8, value=4, step=1, label="Images")
                     with gr.Row():
-                        guidance = gr.Slider(*GUIDANCE_RANGE, value=info.guidance_scale if info else DEFAULT_GUIDANCE,
-                                             step=0.5, label="Guidance scale")
+                        guidance = guidance_slider(registry, model, follow=False)  # controls() sets it
                         temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature")
                     with gr.Row():
                         seed, randomize = seed_inputs(randomize=True)

@@ -7,9 +7,10 @@ import gradio as gr
 import torch
 
 from .figures import latent_heatmap_figure, latent_histogram_figure, latent_panels, latent_stats_table
-from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, model_picker, model_problem, number_problem,
-                      pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show, user_errors,
-                      validator)
+from .registry import GUIDANCE_RANGE
+from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, guidance_slider, model_picker, model_problem,
+                      number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show,
+                      user_errors, validator)
 
 NAMES = ["x (state)", "u = f_T(x)", "μ (predictor mean)", "σ (predictor scale)", "z (noise drawn)"]
 TILE = 128  # px per tile: a row of 5 (K = 4) fits the page with its captions
@@ -17,7 +18,8 @@ TILE = 128  # px per tile: a row of 5 (K = 4) fits the page with its captions
 
 def problems(registry, prompt, model, steps, guidance, seed, randomize) -> list:
     return [prompt_problem(prompt), model_problem(registry, model, "ntm"),
-            number_problem(steps, 1, 4, "Steps", integer=True), number_problem(guidance, 1.0, 8.0, "Guidance scale"),
+            number_problem(steps, 1, 4, "Steps", integer=True),
+            number_problem(guidance, *GUIDANCE_RANGE, "Guidance scale"),
             seed_problem(seed, randomize), None]
 
 
@@ -46,7 +48,7 @@ def build(registry):
         with gr.Row():
             model = model_picker(registry, kind="ntm")
             steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
-            guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="Guidance scale")
+            guidance = guidance_slider(registry, model)
             seed, randomize = seed_inputs(randomize=False)
         galleries = [gr.Gallery(label=n, columns=5, height="fit-content", object_fit="contain", allow_preview=False,
                                 elem_classes="pixelated") for n in NAMES]

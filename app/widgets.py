@@ -18,6 +18,8 @@ from PIL import Image
 
 from ntm_core.data import example_prompts
 
+from .registry import DEFAULT_GUIDANCE, GUIDANCE_RANGE
+
 try:  # on a Hugging Face ZeroGPU Space, GPU work must be decorated
     import spaces
 
@@ -80,6 +82,24 @@ def prompt_problem(prompt) -> str | None:
     if len(prompt) > MAX_PROMPT_CHARS:
         return f"the prompt has {len(prompt):,} characters; at most {MAX_PROMPT_CHARS} (the encoder reads 32 tokens)"
     return None
+
+
+def guidance_update(registry, label) -> dict:
+    """The guidance slider for a model: its measured best (sampling_defaults.json) or the default."""
+    if not isinstance(label, str) or registry.folder(label) is None:
+        return gr.update()
+    value = registry.info(label).guidance_scale
+    return gr.update(value=value, info=None if value == DEFAULT_GUIDANCE else "this model's measured best")
+
+
+def guidance_slider(registry, model: gr.Dropdown, follow: bool = True) -> gr.Slider:
+    """A tab's guidance slider: it starts at, and (follow) follows, the picked model's guidance_update."""
+    start = model.value if isinstance(model.value, str) and registry.folder(model.value) else None
+    slider = gr.Slider(*GUIDANCE_RANGE, value=registry.info(start).guidance_scale if start else DEFAULT_GUIDANCE,
+                       step=0.5, label="Guidance scale")
+    if follow:
+        model.change(lambda m: guidance_update(registry, m), model, slider, api_name=False, queue=False)
+    return slider
 
 
 def model_problem(registry, label, kind: str | None = None) -> str | None:
