@@ -26,6 +26,7 @@
 #   CHAIN="scratch gauss" …               # issue 12's equal-budget ablations on that backbone config instead: NTM from
 #                                         # scratch (ntm-shapes32-scratch) and Gaussian-only (gauss-shapes32-v2), 15 min
 #                                         # each, scored at 1, 2, 4 and 8 steps; returned by snapshot, not bundled
+#   VARIANT=-shifts EXTRA="…" …           # a second recipe beside the first: runs, bundle and scores get the suffix
 #   bash assets/train_bundled.sh snapshot DIR   # bf16 copies of the chain's models so far (a job still running too)
 #   bash assets/train_bundled.sh pack DIR  # a run's newest checkpoint + config + metrics as ≤ 15 MB parts in DIR
 #   bash assets/train_bundled.sh unpack DIR  # …restored into runs/ on the next machine (then the job resumes)
@@ -58,6 +59,11 @@ mnist)  V2=ntm_core/configs/mnist28_fm.yaml; FMN=fm-mnist28; NTMN=ntm-mnist28-fr
 esac
 # issue 12's equal-budget ablations on the same backbone config: NTM from scratch and the Gaussian-only model
 SCRN=${FMN/fm-/ntm-}-scratch; GSN=${FMN/fm-/gauss-}-v2
+# VARIANT=-name: a second recipe beside the first (e.g. VARIANT=-shifts EXTRA="… model.schedule.train_shifts=[1,3]"):
+# its runs, bundle, scores and logs carry the suffix, so both sit in runs/ and snapshot side by side (the job lengths
+# and benches are shared: the same objectives at the same throughput)
+VARIANT=${VARIANT:-}
+NTMN=$NTMN$VARIANT; DENN=$DENN$VARIANT; BUNDLE=$BUNDLE$VARIANT; SCRN=$SCRN$VARIANT; GSN=$GSN$VARIANT
 # the chain's jobs (CHAIN="scratch gauss" for the ablations) — job:objective:its STEPS/MIN prefix:default minutes;
 # scratch and gauss get FM's 10 + the finetune's 5 minutes, the budget the default model had
 CHAIN=${CHAIN:-fm ntm denoiser}
@@ -130,7 +136,7 @@ fm|ntm|denoiser|scratch|gauss)
   gauss) args="objective=gauss name=$GSN output_dir=runs/$GSN train.steps=${GAUSS_STEPS:-20000}" ;;
   esac
   train --config $V2 --resume --set $args $DATA_SET train.max_seconds=${SECONDS_CAP:-510} ${EXTRA:-} 2>&1 |
-    tee -a runs/$1.log ;;
+    tee -a runs/$1$VARIANT.log ;;
 export-default)
   # EXPORT_TO: where the bundles go (on a machine that re-syncs the tree between calls, an ignored folder)
   # (the ablations are not bundled: assets/ and the device's carry share 64 MiB; snapshot returns them)
@@ -194,8 +200,9 @@ PYEOF
                                $(temperatures ${j}4-score --steps:4:--option:denoise=score)" ;;
     esac  # name:its arguments, ':' for ' ' 
     { for s in $scores; do
-      [ -f runs/score-${s%%:*}.json ] || $PY -m analysis.score_model runs/${job#*:}/pipeline ${SCORE_ARGS:-} \
-        $(tr ':' ' ' <<< "${s#*:}") --out runs/score-${s%%:*} 2>&1 | grep -A7 "^# " || echo "scoring ${s%%:*} failed"
+      [ -f runs/score-${s%%:*}$VARIANT.json ] || $PY -m analysis.score_model runs/${job#*:}/pipeline ${SCORE_ARGS:-} \
+        $(tr ':' ' ' <<< "${s#*:}") --out runs/score-${s%%:*}$VARIANT 2>&1 | grep -A7 "^# " ||
+        echo "scoring ${s%%:*}$VARIANT failed"
     done  # and for the backbone, where it fails if it does: x̂₀ error and seams by noise level
     [ $DATA:${job%%:*} != shapes:fm ] || [ -f runs/denoise-fm.json ] || $PY -m analysis.denoising_error --no-plot \
       --model fm=runs/fm-shapes32/pipeline --out runs/denoise-fm 2>&1 | grep -A20 "^# " || echo "denoising_error failed"
@@ -250,7 +257,9 @@ device)
 snapshot)
   # the default chain's models as they are now (a stopped or finished run's pipeline/), bf16, with their records
   dest=${2:?snapshot DIR}; mkdir -p "$dest"
-  for m in $FMN:$FMN $NTMN:$NTMN $DENN:$BUNDLE $SCRN:$SCRN $GSN:$GSN; do
+  # (under VARIANT, the first recipe's models too: a session may run both)
+  models="$FMN:$FMN $NTMN:$NTMN $DENN:$BUNDLE $SCRN:$SCRN $GSN:$GSN"
+  for m in $models ${VARIANT:+${models//$VARIANT/}}; do
     [ ! -f runs/${m%%:*}/pipeline/model_index.json ] || $PY -m ntm_core.export runs/${m%%:*}/pipeline "$dest/${m#*:}"
   done ;;
 pack)
