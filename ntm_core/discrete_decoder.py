@@ -120,7 +120,7 @@ class EightBitBound:
 
     @property
     def dequantized(self) -> bool:
-        return self.mean is None
+        return self.mean is None  # a dequantized start has no decoder, so no x̂ to centre one
 
     @property
     def bits_per_dim(self) -> torch.Tensor:
