@@ -38,7 +38,8 @@ def with_shift(pipe, shift: float, trajectory: bool = False):
 
 
 def sampling_shift(pipe) -> float:
-    """The shift a folder samples on: an NTM's schedule says (sample_shift or its own), an FM scheduler's is its shift."""
+    """The shift a folder samples on: an NTM's schedule says (sample_shift or its own), an FM scheduler's is its
+    shift."""
     return pipe.scheduler.sampling_shift if isinstance(pipe, NTMPipeline) else float(pipe.scheduler.config.shift)
 
 

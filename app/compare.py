@@ -12,10 +12,9 @@ import torch
 from ntm_core.images import to_uint8, to_unit
 from ntm_core.pipeline import NTMPipeline
 
-from .registry import GUIDANCE_RANGE
-from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, guidance_slider, model_picker, model_problem,
-                      number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show,
-                      user_errors, validator)
+from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, guidance_problem, guidance_slider, model_picker,
+                      model_problem, number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs,
+                      seed_problem, show, user_errors, validator)
 
 MAX_BASELINES = 4
 
@@ -29,7 +28,7 @@ def problems(registry, prompt, model, steps, guidance, seed, randomize, baseline
         extra = f"at most {MAX_BASELINES} extra models"
     return [prompt_problem(prompt), model_problem(registry, model, "ntm"),
             number_problem(steps, 1, 4, "Steps", integer=True),
-            number_problem(guidance, *GUIDANCE_RANGE, "Guidance scale"),
+            guidance_problem(guidance),
             seed_problem(seed, randomize), None, extra]
 
 

@@ -10,10 +10,9 @@ import torch
 
 from ntm_core.pipeline import NTMPipeline, default_final_step
 
-from .registry import GUIDANCE_RANGE
-from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, guidance_slider, guidance_update, model_picker,
-                      model_problem, number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs,
-                      seed_problem, user_errors, validator)
+from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, guidance_problem, guidance_slider, guidance_update,
+                      model_picker, model_problem, number_problem, pick_seed, prompt_problem, raise_problems,
+                      seed_inputs, seed_problem, user_errors, validator)
 
 FINAL = [("learned denoiser (fast)", "learned"), ("score denoising (exact score, slow)", "score"),
          ("none (x at t_min)", "none")]
@@ -38,7 +37,7 @@ def problems(registry, prompt, model, steps, guidance, temperature, seed, random
     max_steps = NTM_STEPS if info is None or info.is_ntm else FM_STEPS
     return [prompt_problem(prompt), model_issue,
             number_problem(steps, 1, max_steps, "Steps", integer=True),
-            number_problem(guidance, *GUIDANCE_RANGE, "Guidance scale"),
+            guidance_problem(guidance),
             number_problem(temperature, 0.0, 1.5, "Temperature"),
             seed_problem(seed, randomize), None, number_problem(count, 1, 8, "Images", integer=True), final_problem]
 

@@ -7,10 +7,9 @@ import gradio as gr
 import torch
 
 from .figures import latent_heatmap_figure, latent_histogram_figure, latent_panels, latent_stats_table
-from .registry import GUIDANCE_RANGE
-from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, guidance_slider, model_picker, model_problem,
-                      number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs, seed_problem, show,
-                      user_errors, validator)
+from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, guidance_problem, guidance_slider, model_picker,
+                      model_problem, number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs,
+                      seed_problem, show, user_errors, validator)
 
 NAMES = ["x (state)", "u = f_T(x)", "μ (predictor mean)", "σ (predictor scale)", "z (noise drawn)"]
 TILE = 128  # px per tile: a row of 5 (K = 4) fits the page with its captions
@@ -19,7 +18,7 @@ TILE = 128  # px per tile: a row of 5 (K = 4) fits the page with its captions
 def problems(registry, prompt, model, steps, guidance, seed, randomize) -> list:
     return [prompt_problem(prompt), model_problem(registry, model, "ntm"),
             number_problem(steps, 1, 4, "Steps", integer=True),
-            number_problem(guidance, *GUIDANCE_RANGE, "Guidance scale"),
+            guidance_problem(guidance),
             seed_problem(seed, randomize), None]
 
 

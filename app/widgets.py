@@ -84,9 +84,13 @@ def prompt_problem(prompt) -> str | None:
     return None
 
 
+def guidance_problem(guidance) -> str | None:
+    return number_problem(guidance, *GUIDANCE_RANGE, "Guidance scale")
+
+
 def guidance_update(registry, label) -> dict:
     """The guidance slider for a model: its measured best (sampling_defaults.json) or the default."""
-    if not isinstance(label, str) or registry.folder(label) is None:
+    if model_problem(registry, label) is not None:
         return gr.update()
     value = registry.info(label).guidance_scale
     return gr.update(value=value, info=None if value == DEFAULT_GUIDANCE else "this model's measured best")
@@ -94,8 +98,8 @@ def guidance_update(registry, label) -> dict:
 
 def guidance_slider(registry, model: gr.Dropdown, follow: bool = True) -> gr.Slider:
     """A tab's guidance slider: it starts at, and (follow) follows, the picked model's guidance_update."""
-    start = model.value if isinstance(model.value, str) and registry.folder(model.value) else None
-    slider = gr.Slider(*GUIDANCE_RANGE, value=registry.info(start).guidance_scale if start else DEFAULT_GUIDANCE,
+    known = model_problem(registry, model.value) is None
+    slider = gr.Slider(*GUIDANCE_RANGE, value=registry.info(model.value).guidance_scale if known else DEFAULT_GUIDANCE,
                        step=0.5, label="Guidance scale")
     if follow:
         model.change(lambda m: guidance_update(registry, m), model, slider, api_name=False, queue=False)

@@ -14,8 +14,9 @@ The networks' architecture is then the init model's; model.* settings that ask f
 
 forward(x0, text, num_steps, generator, aux_weight, shift) → (loss, metrics); the loss is per dimension so its
 scale does not depend on image size or K. `shift` is the batch's grid (train_shifts); only the trajectory NLL
-objectives use it — flow matching draws continuous times, the denoiser the sampler's grid. `pipeline()` is the objective's model as the pipeline the app loads; an
-objective exports itself, so the trainer needs to know none of them. `build_objective(cfg)` picks one.
+objectives use it — flow matching draws continuous times, the denoiser the sampler's grid. `pipeline()` is the
+objective's model as the pipeline the app loads; an objective exports itself, so the trainer needs to know none of
+them. `build_objective(cfg)` picks one.
 """
 from __future__ import annotations
 

@@ -206,8 +206,8 @@ class Trainer:
         return row
 
     def _log(self, pending: list[tuple[int, tuple, float, dict]], since: float) -> dict:
-        """Read the pending steps' metrics (step, (K, shift), lr, tensors) in one transfer — the loop's one wait for the
-        GPU per log interval —, check them and append them to metrics.jsonl."""
+        """Read the pending steps' metrics (step, (K, shift), lr, tensors) in one transfer — the loop's one wait for
+        the GPU per log interval —, check them and append them to metrics.jsonl."""
         names = sorted(pending[-1][3])
         values = torch.stack([torch.stack([m[n] for n in names]) for *_, m in pending])
         values = self.accelerator.reduce(values, "mean").tolist()
@@ -215,7 +215,8 @@ class Trainer:
         per_step = self.t["batch_size"] * self.t["grad_accum"] * self.world
         rows = []
         for (step, (k, shift), lr, _), vals in zip(pending, values):
-            row = dict(zip(names, vals), num_steps=k, lr=lr, step=step, **({} if shift is None else {"shift": shift}),
+            row = dict(zip(names, vals), num_steps=k, lr=lr, step=step,
+                       **({} if shift is None else {"shift": shift}),
                        samples=self.samples - (self.step - step) * per_step,
                        samples_per_s=per_step * len(pending) / elapsed, seconds=elapsed / len(pending))
             if not math.isfinite(row["loss"]):

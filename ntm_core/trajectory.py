@@ -195,7 +195,7 @@ class TrajectorySchedule(SchedulerMixin, ConfigMixin):
 
     def sampling_grid(self, num_steps: int, dtype=torch.float32, device=None) -> torch.Tensor:
         """The grid the sampler draws a new trajectory on."""
-        return time_grid(num_steps, self.config.t_min, self.sampling_shift).to(dtype=dtype, device=device)
+        return self.grid(num_steps, dtype, device, shift=self.sampling_shift)
 
     def train_num_steps_for(self, key: int) -> int:
         """The step count K of one training step, picked from train_num_steps by an integer key (the trainer passes

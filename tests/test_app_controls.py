@@ -96,7 +96,8 @@ def test_a_folders_guidance_default_is_read_and_checked(tmp_path):
 
     assert default_guidance(str(tmp_path)) == DEFAULT_GUIDANCE  # no file
     for text, expected in (('{"guidance_scale": 5}', 5.0), ('{"guidance_scale": 50}', DEFAULT_GUIDANCE),
-                           ('{"guidance_scale": "8"}', DEFAULT_GUIDANCE), ('{"guidance_scale": true}', DEFAULT_GUIDANCE),
+                           ('{"guidance_scale": "8"}', DEFAULT_GUIDANCE),
+                           ('{"guidance_scale": true}', DEFAULT_GUIDANCE),
                            ("{not json", DEFAULT_GUIDANCE), ("[8]", DEFAULT_GUIDANCE)):
         (tmp_path / SAMPLING_DEFAULTS).write_text(text)
         assert default_guidance(str(tmp_path)) == expected, text
