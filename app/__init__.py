@@ -39,9 +39,7 @@ def build_app(registry: Registry | None = None) -> gr.Blocks:
             pickers += [(cmp_model, "ntm"), (cmp_base, None), (latents.build(registry), "ntm")]
             lg, lu = likelihood.build(registry)
             pickers += [(lg, "ntm"), (lu, "ntm")]
-            init = train.build(registry)
-            if init is not None:
-                pickers.append((init, None))
+            train.build(registry)
         refresh_pickers(demo, registry, [(p, k) for p, k in pickers if not isinstance(p, gr.CheckboxGroup)])
     return demo
 

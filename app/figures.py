@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+import plotly.io as pio
 import torch
 from plotly.subplots import make_subplots
 
@@ -48,14 +49,26 @@ def ranking_figure(df: pd.DataFrame, label: str, value: str, title: str) -> go.F
 
 
 def loss_curve_figure(metrics: pd.DataFrame, title: str = "") -> go.Figure:
+    """Loss (left axis) and bits/dim (right, dotted) against step, one colour per number of trajectory steps K: a
+    step's loss depends on the K it drew, so one line through all of them would zigzag between K's levels."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     if len(metrics):
-        fig.add_scatter(x=metrics["step"], y=metrics["loss"], name="loss", mode="lines")
+        ks = sorted(metrics["num_steps"].dropna().unique()) if "num_steps" in metrics else []
+        groups = ([(f" · K={int(k)}", metrics[metrics["num_steps"] == k]) for k in ks] if len(ks) > 1
+                  else [("", metrics)])
+        palette = pio.templates[pio.templates.default].layout.colorway or [None]
+        for i, (suffix, rows) in enumerate(groups):
+            colour = palette[i % len(palette)]
+            fig.add_scatter(x=rows["step"], y=rows["loss"], name="loss" + suffix, mode="lines",
+                            line=dict(color=colour))
+            if "bits_per_dim" in rows:
+                fig.add_scatter(x=rows["step"], y=rows["bits_per_dim"], name="bits/dim" + suffix, mode="lines",
+                                line=dict(color=colour, dash="dot"), secondary_y=True)
+        fig.update_yaxes(title_text="loss", secondary_y=False)
         if "bits_per_dim" in metrics:
-            fig.add_scatter(x=metrics["step"], y=metrics["bits_per_dim"], name="bits/dim", mode="lines",
-                            secondary_y=True)
-    fig.update_layout(title=title or "Training", xaxis_title="step", height=340, legend_orientation="h",
-                      margin=dict(l=40, r=20, t=50, b=40))
+            fig.update_yaxes(title_text="bits/dim", secondary_y=True)
+    fig.update_layout(title=title or "Training", xaxis_title="step", height=380,
+                      legend=dict(orientation="h", y=-0.22, yanchor="top"), margin=dict(l=40, r=20, t=50, b=90))
     return fig
 
 

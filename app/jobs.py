@@ -6,6 +6,7 @@ before extraction, MNIST folders come from a fixed list (NTM_STUDIO_DATA), and a
 trainers run at once."""
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 import yaml
 
+from ntm_core.config import load_config
 from ntm_core.runs import RunFolder
 
 from .registry import ROOT, runs_dir
@@ -34,8 +36,80 @@ SIZES = {  # per model size: transporter / predictor / denoiser widths and depth
                            "predictor": {"width": 160, "depth": 4, "heads": 5},
                            "denoiser": {"width": 128, "depth": 2, "heads": 4}},
 }
+RECIPE = "bundled models' recipe (≈5M, GPU)"  # a size whose model and optimizer come from the recipe's config file
+RECIPES = {"shapes": "shapes32_fm.yaml", "imagefolder": "shapes32_fm.yaml", "mnist": "mnist28_fm.yaml",
+           "fashion-mnist": "mnist28_fm.yaml"}  # the file assets/train_bundled.sh trains that kind of data with
+RECIPE_TRAIN = ("lr", "warmup_steps", "ema_decay", "grad_clip", "mixed_precision", "log_every")
 
 
+def sizes() -> list[str]:
+    return [*SIZES, RECIPE]
+
+
+def recipe_config(dataset: str) -> dict:
+    """The bundled models' training config for a kind of data (ntm_core/configs), as the trainer reads it."""
+    return load_config(os.path.join(ROOT, "ntm_core", "configs", RECIPES[dataset]))
+
+
+def job_config(*, job: str, out: str, data: dict, objective: str, init_from: str | None, size: str, steps: int,
+               batch_size: int) -> dict:
+    """The training config of a job launched from the app: the size's networks (or the recipe's, with its optimizer
+    settings), the app's data, steps and batch. A finetune from flow matching trains on the FM model's time grid, the
+    grid its step 0 samples best on (README, 'Where the steps go')."""
+    steps, text = int(steps), {"encoder": "minilm", "max_length": 32, "drop_prob": 0.1}
+    if size == RECIPE:
+        recipe = recipe_config(data["kind"])
+        text = dict(recipe["text"])
+        model = copy.deepcopy(recipe["model"])
+        if not init_from:  # a start model keeps its own image size
+            data = dict(data, image_size=recipe["data"]["image_size"])
+        train = {k: recipe["train"][k] for k in RECIPE_TRAIN}
+        train["warmup_steps"] = min(train["warmup_steps"], max(1, steps // 10))
+    else:
+        s = SIZES[size]
+        model = {"transporter": dict(s["transporter"], patch_size=4),
+                 "predictor": dict(s["predictor"], patch_size=4, markov=False),
+                 "schedule": {"t_min": 0.05, "train_num_steps": [1, 2, 4]}, "denoiser": s["denoiser"]}
+        train = {"lr": 5e-4, "warmup_steps": 20}
+    if objective == "fm_to_ntm" and init_from:
+        shift = _scheduler_shift(init_from)
+        if shift is not None:
+            model["schedule"]["shift"] = shift
+    train.update(steps=steps, batch_size=int(batch_size), checkpoint_every=max(10, steps // 10))
+    return {"name": job, "objective": objective, "output_dir": out, "init_from": init_from, "data": data,
+            "text": text, "model": model, "train": train}
+
+
+def _component_config(folder: str, component: str, name: str = "config.json") -> dict:
+    try:
+        with open(os.path.join(folder, component, name)) as f:
+            out = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def _scheduler_shift(folder: str) -> float | None:
+    shift = _component_config(folder, "scheduler", "scheduler_config.json").get("shift")
+    return float(shift) if isinstance(shift, (int, float)) and not isinstance(shift, bool) and shift > 0 else None
+
+
+def check_start_model(folder: str, data: dict) -> dict:
+    """`data` at the start model's image size; a model drawing another number of channels than the data is refused
+    here, not minutes later in the job's log."""
+    cfg = _component_config(folder, "predictor")
+    size, channels = cfg.get("sample_size"), cfg.get("in_channels")
+    if not isinstance(size, int) or not isinstance(channels, int):
+        raise ValueError(f"{os.path.basename(folder.rstrip(os.sep))} is not a pipeline this tab can start from "
+                         "(no predictor config)")
+    if channels != data["channels"]:
+        raise ValueError(f"{os.path.basename(folder.rstrip(os.sep))} draws {channels}-channel images and "
+                         f"{data['kind']} images have {data['channels']}: pick a start model trained on this dataset")
+    return dict(data, image_size=size)
+
+
+PROGRESS_LINE = re.compile(r"^.*?\s\d{1,3}%\|.*\|\s*\d+/\d+ \[")  # a tqdm bar: "name:  42%|███   | 42/100 ["
+JOB_COLUMNS = ["job", "objective", "state", "step", "device"]
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,80}$")
 ZIP_MAX_FILES = 20_000
 ZIP_MAX_BYTES = 512 * 2**20  # uncompressed (declared sizes are enforced by zipfile's CRC/size check)
@@ -132,8 +206,8 @@ class JobManager:
     def launch(self, *, name: str, dataset: str, size: str, steps: int, objective: str, batch_size: int = 32,
                init_from: str | None = None, upload: str | None = None, image_size: int = 32,
                data_root: str | None = None) -> str:
-        if size not in SIZES:
-            raise ValueError(f"unknown model size {size!r}")
+        if size not in sizes():
+            raise ValueError(f"unknown model size {size!r}; one of: {', '.join(sizes())}")
         if objective in ("fm_to_ntm", "denoiser") and not init_from:
             raise ValueError(f"{objective} starts from a trained model: pick one")
         data = {"kind": dataset, "image_size": image_size, "channels": 3}
@@ -145,6 +219,8 @@ class JobManager:
                 raise ValueError(f"{dataset} needs its IDX files: pick a data folder from the list "
                                  f"({', '.join(folders) or 'none offered on this server'})")
             data.update(root=folders[data_root], channels=1, image_size=32)
+        if objective in ("fm_to_ntm", "denoiser"):
+            data = check_start_model(init_from, data)
         with self._lock:
             busy = self._busy()
             if len(busy) >= max_jobs():
@@ -165,15 +241,8 @@ class JobManager:
     def _start(self, job, out, data, upload, objective, init_from, size, steps, batch_size) -> None:
         if data["kind"] == "imagefolder":
             data["root"] = self.prepare_data(job, upload)
-        s = SIZES[size]
-        cfg = {"name": job, "objective": objective, "output_dir": out, "init_from": init_from, "data": data,
-               "text": {"encoder": "minilm", "max_length": 32, "drop_prob": 0.1},
-               "model": {"transporter": dict(s["transporter"], patch_size=4),
-                         "predictor": dict(s["predictor"], patch_size=4, markov=False),
-                         "schedule": {"t_min": 0.05, "train_num_steps": [1, 2, 4]},
-                         "denoiser": s["denoiser"]},
-               "train": {"steps": int(steps), "batch_size": int(batch_size), "lr": 5e-4, "warmup_steps": 20,
-                         "checkpoint_every": max(10, int(steps) // 10)}}
+        cfg = job_config(job=job, out=out, data=data, objective=objective, init_from=init_from, size=size, steps=steps,
+                         batch_size=batch_size)
         path = os.path.join(out, "job.yaml")
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
@@ -216,9 +285,10 @@ class JobManager:
             if not os.path.exists(os.path.join(runs, job, "job.yaml")):
                 continue
             st = self.state(job)
+            step = max(st.get("step", 0) or 0, RunFolder(os.path.join(runs, job)).last_metrics().get("step", 0))
             rows.append({"job": job, "objective": st.get("objective", ""), "state": st.get("state", "unknown"),
-                         "step": f"{st.get('step', 0)}/{st.get('total_steps', '?')}", "device": st.get("device", "")})
-        return pd.DataFrame(rows, columns=["job", "objective", "state", "step", "device"])
+                         "step": f"{step}/{st.get('total_steps', '?')}", "device": st.get("device", "")})
+        return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
     def metrics(self, job: str) -> pd.DataFrame:
         return RunFolder(self._dir(job)).metrics()
@@ -229,4 +299,10 @@ class JobManager:
             return ""
         with open(path, errors="replace") as f:
             text = f.read()[-20000:].replace("\r", "\n")
-        return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
+        kept: list[str] = []
+        for ln in filter(str.strip, text.splitlines()):
+            if kept and PROGRESS_LINE.match(ln) and PROGRESS_LINE.match(kept[-1]):
+                kept[-1] = ln  # a progress bar's redraws: only the latest is news
+            else:
+                kept.append(ln)
+        return "\n".join(kept[-lines:])

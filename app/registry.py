@@ -71,8 +71,8 @@ class ModelInfo:
 
     def can(self, kind: str | None) -> bool:
         """Whether the model can do a tab's job: None = any, "ntm" = exact likelihood, "denoiser" = an NTM with a
-        learned denoiser (the Compare tab)."""
-        return {None: True, "ntm": self.is_ntm, "denoiser": self.has_denoiser}[kind]
+        learned denoiser, "fm" = a flow-matching model (what an NTM is finetuned from)."""
+        return {None: True, "ntm": self.is_ntm, "denoiser": self.has_denoiser, "fm": not self.is_ntm}[kind]
 
     @property
     def examples(self) -> list[str]:

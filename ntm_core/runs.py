@@ -63,6 +63,24 @@ class RunFolder:
                         continue
         return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["step", "loss"])
 
+    def last_metrics(self) -> dict:
+        """The last complete metrics line, read from the file's end (cheap for a long run; {} if none yet)."""
+        try:
+            with open(self.metrics_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 8192))
+                tail = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return {}
+        for line in reversed(tail):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # torn by a kill mid-write, or cut by the seek
+                continue
+            if isinstance(row, dict):
+                return row
+        return {}
+
     def config(self) -> dict:
         try:
             with open(self.config_path) as f:

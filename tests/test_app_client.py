@@ -1,5 +1,6 @@
 """The app's API through gradio_client, against the app launched on 127.0.0.1: generate (image returned, seed
-reproducible), likelihood of an uploaded PNG, a corrupt upload giving a clear error, and the Train tab's switch."""
+reproducible), likelihood of an uploaded PNG, a corrupt upload giving a clear error, and the Train tab's switch
+(off here: NTM_STUDIO_ENABLE_TRAINING=0)."""
 import os
 
 import numpy as np
@@ -18,7 +19,7 @@ def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("client")
     models = make_models(str(root))
     _write_reference(models)
-    srv = AppServer(models, str(root))
+    srv = AppServer(models, str(root), {"NTM_STUDIO_ENABLE_TRAINING": "0"})
     c = Client(srv.url, verbose=False)
     c.runs_root = str(root)  # NTM_STUDIO_RUNS of the server
     yield c
@@ -122,7 +123,7 @@ def test_empty_prompt_is_a_clear_error(client):
         client.predict("  ", "testmodel", 4, 3.0, 1.0, 1, False, 1, "none", api_name="/generate")
 
 
-def test_train_endpoint_is_off_by_default(client):
+def test_train_endpoint_is_gone_when_training_is_off(client):
     names = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert "/generate" in names and "/likelihood" in names and "/train" not in names
 
