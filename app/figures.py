@@ -109,6 +109,10 @@ def latent_panels(sample: NTMSample, index: int = 0) -> dict[str, list[tuple[np.
     return out
 
 
+LATENT_STATS_COLUMNS = ["step", "t→s", "x std (source)", "u std (source)", "|u − x| mean", "μ std", "σ mean",
+                        "z std"]
+
+
 def latent_stats_table(sample: NTMSample, index: int = 0) -> pd.DataFrame:
     K = sample.mu.shape[1]
     grid = sample.grid.tolist()
@@ -120,7 +124,7 @@ def latent_stats_table(sample: NTMSample, index: int = 0) -> pd.DataFrame:
                      "|u − x| mean": (sample.u[index, k] - sample.x[index, k]).abs().mean().item(),
                      "μ std": sample.mu[index, i].std().item(), "σ mean": sample.sigma[index, i].mean().item(),
                      "z std": sample.z[index, i].std().item()})
-    return pd.DataFrame(rows).round(4)
+    return pd.DataFrame(rows, columns=LATENT_STATS_COLUMNS).round(4)
 
 
 def latent_histogram_figure(sample: NTMSample, index: int = 0) -> go.Figure:

@@ -52,7 +52,8 @@ def draw(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float
     if isinstance(pipe, NTMPipeline):
         out = pipe(prompts, temperature=float(temperature), denoise=final, return_log_prob=True, **kw)
         bits = out.nll.bits_per_dim.tolist()
-        captions = [f"seed {s} · {bpd:.3f} bits/dim (trajectory)" for s, bpd in zip(seeds, bits)]
+        # the number first: a thumbnail's caption is cut after about 24 characters
+        captions = [f"τ: {bpd:.3f} bits/dim · seed {s}" for s, bpd in zip(seeds, bits)]
     else:
         out = pipe(prompts, **kw)
         captions = [f"seed {s}" for s in seeds]
@@ -77,9 +78,9 @@ def generate_images(registry, prompt, model, steps, guidance, temperature, seed,
             f"{int(steps)} steps · final step: {final if ntm else 'Euler (flow matching)'} · model `{model}` on "
             f"{registry.device}")
     if ntm:
-        note += ("  \nUnder each image: −log₂ p(τ) / ((K+1)·D), the exact density of the sampled trajectory under the "
-                 "model that drew it (the guided one when guidance ≠ 1), from the sampler's own noise — no extra pass. "
-                 "The steps, noise to image: t = "
+        note += ("  \nUnder each image, τ: −log₂ p(τ) / ((K+1)·D) in bits/dim, the exact density of the sampled "
+                 "trajectory under the model that drew it (the guided one when guidance ≠ 1), from the sampler's own "
+                 "noise — no extra pass. The steps, noise to image: t = "
                  + " → ".join(f"{t:.3g}" for t in pipe.scheduler.sampling_grid(int(steps)).flip(0).tolist()) + ".")
     return images, note, seed
 

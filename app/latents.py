@@ -6,7 +6,8 @@ from __future__ import annotations
 import gradio as gr
 import torch
 
-from .figures import latent_heatmap_figure, latent_histogram_figure, latent_panels, latent_stats_table
+from .figures import (LATENT_STATS_COLUMNS, latent_heatmap_figure, latent_histogram_figure, latent_panels,
+                      latent_stats_table)
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, guidance_problem, guidance_slider, model_picker,
                       model_problem, number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs,
                       seed_problem, show, user_errors, validator)
@@ -53,7 +54,7 @@ def build(registry):
                                 elem_classes="pixelated") for n in NAMES]
         heatmap = gr.Plot(label="Transporter displacement |f_T(x) − x| per state")
         hist = gr.Plot(label="Distributions per step: u − x and log σ")
-        stats = gr.Dataframe(label="Per-step statistics", interactive=False)
+        stats = gr.Dataframe(label="Per-step statistics", interactive=False, headers=LATENT_STATS_COLUMNS)
 
         @gpu(duration=GPU_SECONDS["latents"])
         @user_errors

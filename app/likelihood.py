@@ -16,6 +16,7 @@ import torch
 
 from ntm_core.discrete_decoder import DiscreteDecoder, NoEightBitBound, eight_bit_bound
 from ntm_core.images import from_uint8, to_uint8
+from ntm_core.model import PARTS_COLUMNS
 from ntm_core.pipeline import LIKELIHOOD_REFERENCE
 
 from .figures import distribution_figure, nll_parts_figure, ranking_figure
@@ -43,6 +44,9 @@ EXPLAIN = (
     "bound on x_{t_0} − ½·log₂(2πe t_min²) + E[−log₂ P(x | τ)].")
 TIE_SE = 2.0  # a candidate within this many standard errors of the best one is a tie
 ON_X_T0 = "bound bits/dim on x_t0"  # every number names its density (issue 13): this one is the noised image's
+ON_TRAJECTORY, EIGHT_BIT = "bits/dim (trajectory)", "8-bit bound bits/dim"
+# the verdict beside the prompt: the numbers after it scroll off a narrow table first
+RANK_COLUMNS = ["rank", "prompt", "verdict", ON_X_T0, ON_X_T0 + " std", "Δ vs best", "Δ std error"]
 
 
 def _csv(df: pd.DataFrame, stem: str) -> str:
@@ -72,7 +76,7 @@ def _rows(results, labels) -> pd.DataFrame:
     rows = []
     for j, nll in enumerate(results):
         for i, label in enumerate(labels):
-            rows.append({"item": label, "trajectory": j + 1, "bits/dim (trajectory)": nll.bits_per_dim[i].item(),
+            rows.append({"item": label, "trajectory": j + 1, ON_TRAJECTORY: nll.bits_per_dim[i].item(),
                          ON_X_T0: nll.bound_bits_per_dim[i].item()})
     return pd.DataFrame(rows)
 
@@ -134,7 +138,7 @@ def rank_candidates(scores: torch.Tensor, candidates: list[str]) -> pd.DataFrame
         rows.append({"rank": r + 1, "prompt": candidates[i], ON_X_T0: mean[i].item(),
                      ON_X_T0 + " std": scores[i].std().item() if t > 1 else float("nan"),
                      "Δ vs best": diff.mean().item(), "Δ std error": se, "verdict": call})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=RANK_COLUMNS)
 
 
 def likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, progress=None):
@@ -156,15 +160,24 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
         progress(0.7, desc="8-bit bounds")
     eight, _ = eight_bit_bounds(pipe, images, prompt, int(steps), int(trajectories), int(seed), registry.folder(model))
     if eight is not None:
-        df["8-bit bound bits/dim"] = eight.flatten().tolist()  # rows are trajectory-major, as eight's
+        df[EIGHT_BIT] = eight.flatten().tolist()  # rows are trajectory-major, as eight's
     gallery = [(show(to_uint8(im), 128), lb) for im, lb in zip(images, labels)]
     fig_parts = nll_parts_figure(results[0], 0, f"Per-step parts, image 1, trajectory 1 (K = {int(steps)})")
-    fig_dist = distribution_figure(df, "item", "bits/dim (trajectory)",
+    fig_dist = distribution_figure(df, "item", ON_TRAJECTORY,
                                    f"Over {int(trajectories)} forward trajectories per image")
-    cols = [c for c in ("bits/dim (trajectory)", ON_X_T0, "8-bit bound bits/dim") if c in df]
-    summary = df.groupby("item", sort=False)[cols].agg(["mean", "std"])
-    summary.columns = [" ".join(c) for c in summary.columns]
-    return gallery, fig_parts, fig_dist, summary.reset_index().round(4), _csv(df, "likelihood-generated")
+    cols = [c for c in (ON_TRAJECTORY, ON_X_T0, EIGHT_BIT) if c in df]
+    return gallery, fig_parts, fig_dist, mean_std_table(df, cols), _csv(df, "likelihood-generated")
+
+
+def mean_std_table(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Per item, each column as "mean ± std" over its trajectories (one column per density keeps the table as wide as
+    the page; the CSV has every number)."""
+    stats = df.groupby("item", sort=False)[cols].agg(["mean", "std"])
+    out = pd.DataFrame({"item": stats.index})
+    for c in cols:
+        out[c] = [f"{m:.3f}" if pd.isna(sd) else f"{m:.3f} ± {sd:.3f}"
+                  for m, sd in zip(stats[(c, "mean")], stats[(c, "std")])]
+    return out
 
 
 def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, seed, progress=None):
@@ -267,7 +280,8 @@ def build(registry):
                     go_g = gr.Button("Compute likelihoods", variant="primary")
                 with gr.Column(scale=3):
                     gallery = gr.Gallery(label="Images", columns=4, height=180, object_fit="contain")
-                    summary = gr.Dataframe(label="Per image (bits/dim)", interactive=False)
+                    summary = gr.Dataframe(label="Per image (bits/dim, mean ± std over the forward trajectories)",
+                                           interactive=False, headers=["item", ON_TRAJECTORY, ON_X_T0, EIGHT_BIT])
             with gr.Row():
                 parts_g = gr.Plot()
                 dist_g = gr.Plot()
@@ -301,12 +315,14 @@ def build(registry):
                 with gr.Column(scale=3):
                     seen = gr.Image(label="As the model sees it", height=200, elem_id="lik-seen")
                     note_u = gr.Markdown(elem_id="lik-note")
-                    rank = gr.Dataframe(label="Ranking (zero-shot classification)", interactive=False)
+                    rank = gr.Dataframe(label="Ranking (zero-shot classification)", interactive=False,
+                                        headers=RANK_COLUMNS)
             with gr.Row():
                 rank_fig = gr.Plot(label="Ranking")
                 ref_fig = gr.Plot(label="Against the model's in-distribution images")
             parts_u = gr.Plot(label="Per-step parts")
-            parts_table = gr.Dataframe(label="Per-step parts for the best prompt (bits/dim)", interactive=False)
+            parts_table = gr.Dataframe(label="Per-step parts for the best prompt (bits/dim)", interactive=False,
+                                       headers=PARTS_COLUMNS)
             csv_u = gr.File(label="All results (CSV)")
 
             @gpu(duration=GPU_SECONDS["likelihood"])

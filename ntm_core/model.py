@@ -23,6 +23,10 @@ from .trajectory import LN2, LOG_2PI, TrajectorySchedule, dequantize, forward_lo
 from .transporter import Transporter
 
 
+# TrajectoryNLL.parts_bits_per_dim's table: one row per reverse step, then the prior's
+PARTS_COLUMNS = ["step", "t", "s", "base ½‖z‖²", "Σ log σ", "−log|det J_T|", "const", "step total"]
+
+
 @dataclass
 class TrajectoryNLL:
     """−log p(τ) of trajectories and its parts, in nats, per sample ([B]) or per sample and step ([B, K]).
@@ -105,7 +109,7 @@ class TrajectoryNLL:
                  "−log|det J_T|": -logdet[i].item() * to_bits, "const": self.const * to_bits,
                  "step total": step[i].item() * to_bits} for i in range(K)]
         rows.append({"step": "prior", "t": 1.0, "s": None, "step total": prior.item() * to_bits})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=PARTS_COLUMNS)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 reproducible), likelihood of an uploaded PNG, a corrupt upload giving a clear error, and the Train tab's switch
 (off here: NTM_STUDIO_ENABLE_TRAINING=0)."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -56,7 +57,8 @@ def test_generate_returns_images_and_is_seed_reproducible(client):
     gallery, info, seed = _generate(client, 7)
     assert len(gallery) == 2 and seed == 7 and "2 image(s)" in info
     captions = [item["caption"] for item in gallery]
-    assert all("bits/dim (trajectory)" in c for c in captions), captions  # log p beside each image
+    assert all(re.fullmatch(r"τ: -?\d+\.\d{3} bits/dim · seed \d+", c) for c in captions), captions  # log p(τ)
+    assert "Under each image, τ: −log₂ p(τ)" in info
     assert "t = 1 → 0.762 → 0.525 → 0.287 → 0.05." in info, info  # the sampler's steps (t_min 0.05, no shift)
     again, _, _ = _generate(client, 7)
     other, _, _ = _generate(client, 8)
@@ -79,10 +81,10 @@ def test_likelihood_of_an_uploaded_png(client, tmp_path):
         4, 3, 0, api_name="/likelihood")
     prompts = [row[1] for row in rank["data"]]
     assert sorted(prompts) == sorted(["a blue square", "a red circle", "three green triangles"])
-    bpd = [row[2] for row in rank["data"]]
+    bpd = [row[rank["headers"].index("bound bits/dim on x_t0")] for row in rank["data"]]
     assert bpd == sorted(bpd) and all(np.isfinite(bpd))
-    assert rank["data"][0][-1] == "most likely"
-    assert all(row[-1] in ("less likely", "tie with the best (within noise)") for row in rank["data"][1:])
+    assert rank["data"][0][2] == "most likely"
+    assert all(row[2] in ("less likely", "tie with the best (within noise)") for row in rank["data"][1:])
     assert "In-distribution check" in note and any(w in note for w in ("typical", "unusual"))
     import re
 
@@ -106,7 +108,9 @@ def test_likelihood_of_generated_images_names_each_density(client):
     eight = df["8-bit bound bits/dim"]  # through the model's discrete decoder (t_min > 0)
     assert eight.notna().all() and (eight > 0).all(), df  # −log₂ P(x) ≥ 0 for a discrete x
     assert (eight != df["bound bits/dim on x_t0"]).all()
-    assert "8-bit bound bits/dim mean" in summary["headers"]
+    assert summary["headers"] == ["item", "bits/dim (trajectory)", "bound bits/dim on x_t0", "8-bit bound bits/dim"]
+    first = df[df["item"] == "image 1"]["8-bit bound bits/dim"]
+    assert summary["data"][0][3] == f"{first.mean():.3f} ± {first.std():.3f}"  # mean ± std of its trajectories
 
 
 def test_corrupt_upload_is_a_clear_error(client, tmp_path):
