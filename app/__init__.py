@@ -35,12 +35,11 @@ def build_app(registry: Registry | None = None) -> gr.Blocks:
             gr.Markdown("**No model found.** Bundled models live in `assets/`; trained ones in `runs/*/pipeline`.")
         with gr.Tabs():
             pickers = [(generate.build(registry, demo), None)]
-            cmp_model, cmp_base = compare.build(registry)
-            pickers += [(cmp_model, "ntm"), (cmp_base, None), (latents.build(registry), "ntm")]
+            pickers += [(compare.build(registry, demo), "ntm"), (latents.build(registry), "ntm")]
             lg, lu = likelihood.build(registry)
             pickers += [(lg, "ntm"), (lu, "ntm")]
             train.build(registry)
-        refresh_pickers(demo, registry, [(p, k) for p, k in pickers if not isinstance(p, gr.CheckboxGroup)])
+        refresh_pickers(demo, registry, pickers)
     return demo
 
 

@@ -32,6 +32,23 @@ def problems(registry, prompt, model, steps, guidance, seed, randomize, baseline
             seed_problem(seed, randomize), None, extra]
 
 
+def baseline_choices(registry, model: str | None) -> list[str]:
+    """What can run beside `model`: every other model trained on the same data (a digit model draws nothing a shapes
+    prompt asks for); every other model when either's data is unknown."""
+    try:
+        data = registry.info(model).dataset if model else None
+    except ValueError:
+        data = None
+    others = [label for label in registry.choices() if label != model]
+    return [label for label in others if data is None or registry.info(label).dataset in (None, data)]
+
+
+def baseline_update(registry, model, checked) -> gr.CheckboxGroup:
+    """The "Also run" list for the picked model, keeping the boxes still on it ticked."""
+    choices = baseline_choices(registry, model)
+    return gr.CheckboxGroup(choices=choices, value=[c for c in checked or [] if c in choices])
+
+
 def _run(pipe, prompt, steps, guidance, seed, **kw):
     g = torch.Generator().manual_seed(seed)
     return pipe(prompt, num_inference_steps=int(steps), guidance_scale=float(guidance), generator=g,
@@ -70,7 +87,7 @@ def compare(registry, prompt, model, steps, guidance, seed, randomize, baselines
     return gallery, table, note, seed
 
 
-def build(registry):
+def build(registry, demo):
     with gr.Tab("Compare", id="compare"):
         gr.Markdown("The same prompt and seed through several final steps / models, side by side.")
         with gr.Row(equal_height=True):
@@ -82,10 +99,10 @@ def build(registry):
                 model = model_picker(registry, "NTM model", kind="ntm",
                                      info="with a learned denoiser: score vs. learned; without: score vs. no final "
                                           "step")
-                baselines = gr.CheckboxGroup(choices=[c for c in registry.choices() if c != registry.default("ntm")],
+                baselines = gr.CheckboxGroup(choices=baseline_choices(registry, registry.default("ntm")),
                                              label=f"Also run (same steps and seed; up to {MAX_BASELINES})",
-                                             info="e.g. the flow-matching baseline or the Gaussian-only ablation, "
-                                                  "when such models are bundled or trained")
+                                             info="other models trained on the same data: e.g. the flow-matching "
+                                                  "baseline or the Gaussian-only ablation")
                 with gr.Row():
                     steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
                     guidance = guidance_slider(registry, model)
@@ -104,4 +121,7 @@ def build(registry):
 
         gr.on([button.click, prompt.submit], run, [prompt, model, steps, guidance, seed, randomize, baselines],
               [gallery, table, note, seed], api_name="compare", validator=validator(problems, registry), **MODEL_WORK)
-    return model, baselines
+        # on a page load too: a job that finished since appears
+        gr.on([model.change, demo.load], lambda m, c: baseline_update(registry, m, c), [model, baselines], [baselines],
+              api_name=False)
+    return model

@@ -101,3 +101,17 @@ def test_a_folders_guidance_default_is_read_and_checked(tmp_path):
                            ("{not json", DEFAULT_GUIDANCE), ("[8]", DEFAULT_GUIDANCE)):
         (tmp_path / SAMPLING_DEFAULTS).write_text(text)
         assert default_guidance(str(tmp_path)) == expected, text
+
+
+def test_compare_offers_beside_a_model_only_other_models_of_its_data(registry):
+    from app.compare import baseline_choices, baseline_update
+
+    shapes = baseline_choices(registry, "ntm-shapes32")
+    assert {"fm-shapes32", "gauss-shapes32"} <= set(shapes)
+    assert "ntm-shapes32" not in shapes and "ntm-mnist28" not in shapes  # not itself; a digit model draws no shapes
+    digits = baseline_choices(registry, "ntm-mnist28")
+    assert "ntm-mnist28" not in digits and not {"fm-shapes32", "gauss-shapes32", "ntm-shapes32"} & set(digits)
+    update = baseline_update(registry, "ntm-mnist28", ["fm-shapes32"])
+    labels = [c[0] if isinstance(c, tuple) else c for c in update.choices]
+    assert update.value == [] and labels == digits  # a tick that is no longer offered is dropped
+    assert baseline_update(registry, "gauss-shapes32", ["fm-shapes32", "gauss-shapes32"]).value == ["fm-shapes32"]
