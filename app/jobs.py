@@ -26,7 +26,7 @@ import yaml
 from ntm_core.config import load_config
 from ntm_core.runs import RunFolder
 
-from .registry import ROOT, runs_dir
+from .registry import ROOT, read_json, runs_dir
 
 SIZES = {  # per model size: transporter / predictor / denoiser widths and depths
     "tiny (fast check)": {"transporter": {"num_blocks": 2, "layers_per_block": 1, "width": 32, "heads": 4},
@@ -80,24 +80,15 @@ def job_config(*, job: str, out: str, data: dict, objective: str, init_from: str
             "text": text, "model": model, "train": train}
 
 
-def _component_config(folder: str, component: str, name: str = "config.json") -> dict:
-    try:
-        with open(os.path.join(folder, component, name)) as f:
-            out = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return out if isinstance(out, dict) else {}
-
-
 def _scheduler_shift(folder: str) -> float | None:
-    shift = _component_config(folder, "scheduler", "scheduler_config.json").get("shift")
+    shift = read_json(os.path.join(folder, "scheduler", "scheduler_config.json")).get("shift")
     return float(shift) if isinstance(shift, (int, float)) and not isinstance(shift, bool) and shift > 0 else None
 
 
 def check_start_model(folder: str, data: dict) -> dict:
     """`data` at the start model's image size; a model drawing another number of channels than the data is refused
     here, not minutes later in the job's log."""
-    cfg = _component_config(folder, "predictor")
+    cfg = read_json(os.path.join(folder, "predictor", "config.json"))
     size, channels = cfg.get("sample_size"), cfg.get("in_channels")
     if not isinstance(size, int) or not isinstance(channels, int):
         raise ValueError(f"{os.path.basename(folder.rstrip(os.sep))} is not a pipeline this tab can start from "

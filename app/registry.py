@@ -49,12 +49,14 @@ def discover() -> dict[str, str]:
     return found
 
 
-def _read_json(path: str) -> dict:
+def read_json(path: str) -> dict:
+    """A JSON object from a model folder; {} when the file is missing, unreadable or not an object."""
     try:
         with open(path) as f:
-            return json.load(f)
+            out = json.load(f)
     except (OSError, json.JSONDecodeError):
         return {}
+    return out if isinstance(out, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class ModelInfo:
 def model_info(label: str, folder: str) -> ModelInfo:
     index = model_index(folder) or {}
     is_ntm = index.get("_class_name") == NTMPipeline.__name__
-    transporter = _read_json(os.path.join(folder, "transporter", "config.json"))
+    transporter = read_json(os.path.join(folder, "transporter", "config.json"))
     run = training_records(folder)  # the training config: bundled (training/), or the run folder around it
     data = run.config().get("data") if run is not None else None
     dataset = data.get("kind") if isinstance(data, dict) else None
@@ -111,8 +113,8 @@ def model_info(label: str, folder: str) -> ModelInfo:
 def default_guidance(folder: str) -> float:
     """The folder's measured best guidance scale (sampling_defaults.json), else DEFAULT_GUIDANCE; a value the
     sliders cannot show, or an unreadable file, falls back too."""
-    data = _read_json(os.path.join(folder, SAMPLING_DEFAULTS))
-    value = data.get("guidance_scale") if isinstance(data, dict) else None
+    data = read_json(os.path.join(folder, SAMPLING_DEFAULTS))
+    value = data.get("guidance_scale")
     lo, hi = GUIDANCE_RANGE
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi
     return float(value) if ok else DEFAULT_GUIDANCE

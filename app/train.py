@@ -18,9 +18,7 @@ DATASETS = {"shapes (generated)": "shapes", "MNIST": "mnist", "Fashion-MNIST": "
             "my images (zip: images + captions)": "imagefolder"}
 START_KIND = {"fm_to_ntm": "fm", "denoiser": "ntm"}  # what a finetune / a denoiser starts from
 START_DEFAULT = {"fm_to_ntm": "fm-shapes32", "denoiser": "ntm-shapes32"}
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # a server on these is reachable from this machine only
 
 
 def enabled() -> bool:
@@ -89,7 +87,7 @@ def build(registry, jobs: JobManager | None = None):
                         "onto your own GPU hardware and set the variable `NTM_STUDIO_ENABLE_TRAINING=1`, or run "
                         "`python app.py` on your machine (training is on there), or use `python -m ntm_core.train` "
                         "(see the README).")
-            return None
+            return
         jobs = jobs or JobManager()
         gr.Markdown(f"Jobs run as separate processes on **{hardware()}**. A finished job's model appears in the "
                     "model pickers (reload the page).")
