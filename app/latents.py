@@ -23,6 +23,20 @@ def problems(registry, prompt, model, steps, guidance, seed, randomize) -> list:
             seed_problem(seed, randomize), None]
 
 
+def transporter_note(pipe, sample) -> str:
+    """Says so when f_T is the identity in this model, so that a u row equal to the x row and a zero displacement are
+    read as what the model is (step 0 of a finetune from flow matching, or the Gaussian-only ablation), not a bug."""
+    if pipe.transporter.config.num_blocks == 0:
+        return ("**`f_T` is the identity here: this is the Gaussian-only ablation** (no transporter), so u = x at "
+                "every step and the displacement is zero; each step is one Gaussian in x-space.")
+    moved = (sample.u - sample.x).abs().max().item()
+    if moved > 1e-6 * max(sample.x.abs().max().item(), 1.0):
+        return ""
+    return ("**`f_T` is still the identity in this model** (u = x at every step, log-det 0): it is NTM at step 0 of "
+            "its finetune from flow matching, whose transporter starts as the identity, so the u row repeats the x "
+            "row and the displacement is zero. Finetuning is what moves u away from x.")
+
+
 def inspect_latents(registry, prompt, model, steps, guidance, seed, randomize):
     raise_problems(problems(registry, prompt, model, steps, guidance, seed, randomize))
     pipe = registry.get_ntm(model)
@@ -31,8 +45,8 @@ def inspect_latents(registry, prompt, model, steps, guidance, seed, randomize):
                generator=torch.Generator().manual_seed(seed), denoise="none", return_trajectory=True)
     panels = latent_panels(out.trajectory)
     galleries = [[(show(img, TILE), cap) for img, cap in panels[name]] for name in NAMES]  # K + 1 tiles per row
-    return (*galleries, latent_heatmap_figure(out.trajectory), latent_histogram_figure(out.trajectory),
-            latent_stats_table(out.trajectory), seed)
+    return (transporter_note(pipe, out.trajectory), *galleries, latent_heatmap_figure(out.trajectory),
+            latent_histogram_figure(out.trajectory), latent_stats_table(out.trajectory), seed)
 
 
 def build(registry):
@@ -50,6 +64,7 @@ def build(registry):
             steps = gr.Slider(1, 4, value=4, step=1, label="Steps")
             guidance = guidance_slider(registry, model)
             seed, randomize = seed_inputs(randomize=False)
+        note = gr.Markdown()
         galleries = [gr.Gallery(label=n, columns=5, height="fit-content", object_fit="contain", allow_preview=False,
                                 elem_classes="pixelated") for n in NAMES]
         heatmap = gr.Plot(label="Transporter displacement |f_T(x) − x| per state")
@@ -62,6 +77,6 @@ def build(registry):
             return inspect_latents(registry, prompt, model, steps, guidance, seed, randomize)
 
         gr.on([button.click, prompt.submit], run, [prompt, model, steps, guidance, seed, randomize],
-              [*galleries, heatmap, hist, stats, seed], api_name="latents", validator=validator(problems, registry),
-              **MODEL_WORK)
+              [note, *galleries, heatmap, hist, stats, seed], api_name="latents",
+              validator=validator(problems, registry), **MODEL_WORK)
     return model

@@ -145,8 +145,9 @@ def test_compare_reports_speed_and_pixel_distance(client):
 
 
 def test_latents_show_every_step(client):
-    *galleries, heat, hist, stats, seed = client.predict("a red circle", "testmodel", 3, 3.0, 1, False,
-                                                         api_name="/latents")
+    note, *galleries, heat, hist, stats, seed = client.predict("a red circle", "testmodel", 3, 3.0, 1, False,
+                                                               api_name="/latents")
+    assert note == "", "a trained transporter moves u: no identity note"
     assert [len(g) for g in galleries] == [4] * 5, "one column per state (K + 1), μ, σ, z under the state they make"
     assert all(g[0]["caption"] == "t=1: prior N(0, I)" for g in galleries[2:]), "the prior column has no μ, σ, z"
     assert len(stats["data"]) == 3 and seed == 1

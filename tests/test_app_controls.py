@@ -115,3 +115,21 @@ def test_compare_offers_beside_a_model_only_other_models_of_its_data(registry):
     labels = [c[0] if isinstance(c, tuple) else c for c in update.choices]
     assert update.value == [] and labels == digits  # a tick that is no longer offered is dropped
     assert baseline_update(registry, "gauss-shapes32", ["fm-shapes32", "gauss-shapes32"]).value == ["fm-shapes32"]
+
+
+def test_latents_say_when_the_transporter_is_still_the_identity(registry):
+    """The bundled default is NTM at step 0 of its finetune (f_T = identity), gauss-shapes32 has no transporter: the
+    Latents tab says so instead of showing an unexplained zero displacement; a moved f_T gets no note."""
+    import torch
+
+    from app.latents import inspect_latents, transporter_note
+
+    note, *_ = inspect_latents(registry, "a red circle", "ntm-shapes32", 2, 3.0, 0, False)
+    assert "still the identity" in note
+    note, *_ = inspect_latents(registry, "a red circle", "gauss-shapes32", 2, 3.0, 0, False)
+    assert "Gaussian-only ablation" in note
+    pipe = registry.get_ntm("ntm-shapes32")
+    out = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0), denoise="none",
+               return_trajectory=True)
+    out.trajectory.u = out.trajectory.u + 1e-3  # what a finetuned transporter's displacement looks like
+    assert transporter_note(pipe, out.trajectory) == ""
