@@ -109,7 +109,7 @@ def build(registry, demo):
                 with gr.Row():
                     seed, randomize = seed_inputs(randomize=False)
             with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Side by side", columns=4, height=360, object_fit="contain")
+                gallery = gr.Gallery(label="Side by side", columns=4, height="fit-content", object_fit="contain")
                 note = gr.Markdown()
                 table = gr.Dataframe(label="Wall time per method (this machine)", interactive=False,
                                      headers=["method", "seconds", "img/s"])
