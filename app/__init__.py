@@ -36,7 +36,7 @@ def build_app(registry: Registry | None = None) -> gr.Blocks:
         with gr.Tabs():
             pickers = [(generate.build(registry, demo), None)]
             pickers += [(compare.build(registry, demo), "ntm"), (latents.build(registry), "ntm")]
-            lg, lu = likelihood.build(registry)
+            lg, lu = likelihood.build(registry, demo)
             pickers += [(lg, "ntm"), (lu, "ntm")]
             train.build(registry)
         refresh_pickers(demo, registry, pickers)

@@ -20,7 +20,7 @@ from ntm_core.model import PARTS_COLUMNS
 from ntm_core.pipeline import LIKELIHOOD_REFERENCE
 
 from .figures import distribution_figure, nll_parts_figure, ranking_figure
-from .registry import ASSETS
+from .registry import ASSETS, trajectory_lengths
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem,
                       number_problem, prompt_problem, raise_problems, seed_problem, show, user_errors, validator)
 
@@ -263,7 +263,7 @@ def _ranking_note(rank: pd.DataFrame) -> str:
             f"({rank.iloc[1]['Δ vs best'] / rank.iloc[1]['Δ std error']:.1f} standard errors).")
 
 
-def build(registry):
+def build(registry, demo):
     with gr.Tab("Likelihood", id="likelihood"):
         gr.Markdown(EXPLAIN)
         with gr.Tab("Generated images of a prompt"):
@@ -333,4 +333,13 @@ def build(registry):
             go_u.click(run_upload, [upload, prompts, model_u, steps_u, traj_u, seed_u],
                        [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u], api_name="likelihood",
                        validator=validator(upload_problems, registry), **MODEL_WORK)
+        for picker, slider in ((model_g, steps_g), (model_u, steps_u)):
+            gr.on([picker.change, demo.load], lambda m: k_slider(registry, m), [picker], [slider], api_name=False)
     return model_g, model_u
+
+
+def k_slider(registry, model) -> gr.Slider:
+    """The K slider's note for the picked model: the lengths it trained at (a trained NTM ranks worse elsewhere:
+    ntm-mnist28 classifies digits at 0.60 at K = 4, 0.27 at K = 8, README)."""
+    folder = registry.folder(model)
+    return gr.Slider(info=trajectory_lengths(folder) if folder else "")

@@ -110,6 +110,32 @@ def model_info(label: str, folder: str) -> ModelInfo:
                      vocabulary=caption_vocabulary(dataset), guidance_scale=default_guidance(folder))
 
 
+def trajectory_lengths(folder: str) -> str:
+    """What an NTM's training says about the trajectory lengths K it can be scored at, in words for the K sliders:
+    the K it trained at, or that it is still its flow-matching model (step 0 of its finetune), which trained at every
+    noise level; "" when its records do not say. A denoiser's record points to the NTM it was distilled from."""
+    def objective(r: RunFolder) -> str | None:  # older bundles have a config and no status
+        return r.status().get("objective") or r.config().get("objective")
+
+    run = training_records(folder)
+    for _ in range(8):  # a bundle's lineage, or a run's init_from chain
+        if run is None or objective(run) != "denoiser":
+            break
+        init = run.config().get("init_from")
+        nested = os.path.join(run.path, "init")
+        run = RunFolder(nested) if os.path.exists(os.path.join(nested, "config.yaml")) else (
+            training_records(init) if isinstance(init, str) else None)
+    if run is None or objective(run) not in ("ntm", "gauss", "fm_to_ntm"):
+        return ""
+    steps = run.status().get("step") or run.last_metrics().get("step", 0)
+    if objective(run) == "fm_to_ntm" and not steps:
+        return "any K: still its flow-matching model (finetune step 0), trained at every noise level"
+    ks = read_json(os.path.join(folder, "scheduler", "scheduler_config.json")).get("train_num_steps")
+    if not isinstance(ks, list) or not ks:
+        return ""
+    return f"trained at K = {', '.join(str(k) for k in ks)} (other K: exact, but steps it never trained at)"
+
+
 def default_guidance(folder: str) -> float:
     """The folder's measured best guidance scale (sampling_defaults.json), else DEFAULT_GUIDANCE; a value the
     sliders cannot show, or an unreadable file, falls back too."""

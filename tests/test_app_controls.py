@@ -133,3 +133,38 @@ def test_latents_say_when_the_transporter_is_still_the_identity(registry):
                return_trajectory=True)
     out.trajectory.u = out.trajectory.u + 1e-3  # what a finetuned transporter's displacement looks like
     assert transporter_note(pipe, out.trajectory) == ""
+
+
+def test_the_k_slider_says_which_lengths_the_model_trained_at(registry):
+    """ntm-mnist28 trained at K = 1, 2, 4 (its zero-shot accuracy falls from 0.60 at K = 4 to 0.27 at K = 8); the
+    default is still its flow-matching model (step 0), any K; a flow-matching model has no K."""
+    from app.likelihood import k_slider
+    from app.registry import trajectory_lengths
+
+    assert k_slider(registry, "ntm-mnist28").info.startswith("trained at K = 1, 2, 4 (")
+    assert "finetune step 0" in k_slider(registry, "ntm-shapes32").info
+    assert trajectory_lengths(registry.folder("fm-shapes32")) == ""
+    assert k_slider(registry, "no-such-model").info == ""
+
+
+def test_a_denoiser_run_reports_the_lengths_of_its_ntm(tmp_path):
+    """A denoiser's run points (init_from) to the NTM it was distilled from, whose training says what K it saw."""
+    import json
+
+    import yaml
+
+    from app.registry import trajectory_lengths
+
+    ntm = tmp_path / "ntm"
+    (ntm / "pipeline" / "scheduler").mkdir(parents=True)
+    (ntm / "pipeline" / "scheduler" / "scheduler_config.json").write_text(json.dumps({"train_num_steps": [2, 4]}))
+    (ntm / "config.yaml").write_text(yaml.safe_dump({"objective": "ntm"}))
+    (ntm / "status.json").write_text(json.dumps({"objective": "ntm", "step": 100}))
+    den = tmp_path / "den"
+    (den / "pipeline" / "scheduler").mkdir(parents=True)
+    (den / "pipeline" / "scheduler" / "scheduler_config.json").write_text(json.dumps({"train_num_steps": [2, 4]}))
+    (den / "config.yaml").write_text(yaml.safe_dump({"objective": "denoiser", "init_from": str(ntm / "pipeline")}))
+    (den / "status.json").write_text(json.dumps({"objective": "denoiser", "step": 50}))
+    assert trajectory_lengths(str(den / "pipeline")).startswith("trained at K = 2, 4 (")
+    (ntm / "status.json").write_text(json.dumps({"objective": "fm_to_ntm", "step": 0}))
+    assert "step 0" in trajectory_lengths(str(den / "pipeline"))
