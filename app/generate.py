@@ -12,7 +12,7 @@ from ntm_core.pipeline import NTMPipeline, default_final_step
 
 from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, guidance_problem, guidance_slider, guidance_update,
                       model_picker, model_problem, number_problem, pick_seed, prompt_problem, raise_problems,
-                      seed_inputs, seed_problem, user_errors, validator)
+                      seed_inputs, seed_problem, user_errors, validator, vocabulary_note)
 
 FINAL = [("learned denoiser (fast)", "learned"), ("score denoising (exact score, slow)", "score"),
          ("none (x at t_min)", "none")]
@@ -127,13 +127,6 @@ def controls(registry, model):
         temperature = gr.update(interactive=True, info="scales the predictor's σ (1 = the model's density)")
         steps = gr.update(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps (the model was trained for 1–4)")
     return final, temperature, steps, gr.update(samples=[[p] for p in info.examples]), guidance_update(registry, model)
-
-
-def vocabulary_note(registry, prompt, model):
-    if model_problem(registry, model) is not None or not isinstance(prompt, str):
-        return gr.update(visible=False)
-    note = registry.info(model).vocabulary_note(prompt)
-    return gr.update(value=note, visible=bool(note))
 
 
 def build(registry, demo: gr.Blocks):

@@ -22,7 +22,8 @@ from ntm_core.pipeline import LIKELIHOOD_REFERENCE
 from .figures import distribution_figure, nll_parts_figure, ranking_figure
 from .registry import ASSETS, trajectory_lengths
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem,
-                      number_problem, prompt_problem, raise_problems, seed_problem, show, user_errors, validator)
+                      number_problem, prompt_problem, raise_problems, seed_problem, show, user_errors, validator,
+                      vocabulary_note)
 
 EXAMPLE_UPLOADS = [(os.path.join(ASSETS, "examples", name), prompts) for name, prompts in [
     ("shapes-render.png", "a yellow circle and a yellow triangle\na red square\ntwo blue circles"),
@@ -270,6 +271,7 @@ def build(registry, demo):
             with gr.Row():
                 with gr.Column(scale=2, min_width=300):
                     prompt = gr.Textbox(label="Prompt (Enter runs)", value=EXAMPLE_PROMPTS[0], lines=1, max_lines=1)
+                    vocab_g = gr.Markdown(visible=False)
                     model_g = model_picker(registry, kind="ntm")
                     with gr.Row():
                         steps_g = gr.Slider(1, 8, value=4, step=1, label="K (trajectory steps)")
@@ -303,6 +305,7 @@ def build(registry, demo):
                                      elem_id="lik-upload")
                     prompts = gr.Textbox(label="Candidate prompts (one per line)", lines=5,
                                          value="\n".join(EXAMPLE_PROMPTS[:4]))
+                    vocab_u = gr.Markdown(visible=False)
                     model_u = model_picker(registry, kind="ntm")
                     with gr.Row():
                         steps_u = gr.Slider(1, 8, value=4, step=1, label="K (trajectory steps)")
@@ -333,8 +336,10 @@ def build(registry, demo):
             go_u.click(run_upload, [upload, prompts, model_u, steps_u, traj_u, seed_u],
                        [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u], api_name="likelihood",
                        validator=validator(upload_problems, registry), **MODEL_WORK)
-        for picker, slider in ((model_g, steps_g), (model_u, steps_u)):
+        for picker, slider, text, vocab in ((model_g, steps_g, prompt, vocab_g), (model_u, steps_u, prompts, vocab_u)):
             gr.on([picker.change, demo.load], lambda m: k_slider(registry, m), [picker], [slider], api_name=False)
+            gr.on([text.change, picker.change], lambda p, m: vocabulary_note(registry, p, m, scoring=True),
+                  [text, picker], vocab, api_name=False, queue=False, show_progress="hidden")
     return model_g, model_u
 
 

@@ -87,14 +87,17 @@ class ModelInfo:
         words = re.findall(r"[a-z]+(?:-[a-z]+)*", prompt.lower())
         return list(dict.fromkeys(w for w in words if w not in self.vocabulary))
 
-    def vocabulary_note(self, prompt: str) -> str:
+    def vocabulary_note(self, prompt: str, scoring: bool = False) -> str:
+        """A warning on the words of `prompt` its training captions never used ("" if none): for drawing, or for
+        scoring images under the prompt (`scoring`, the Likelihood tab)."""
         unknown = self.unknown_words(prompt)
         if not unknown:
             return ""
         words = ", ".join(repr(w) for w in unknown[:8])
         what = "that word says" if len(unknown) == 1 else "those words say"
-        note = (f"⚠️ `{self.label}` never saw {words} in its training captions ({self.dataset}): it will draw "
-                f"something, but not what {what}.")
+        use = (f"a likelihood under such a prompt does not measure what {what}" if scoring
+               else f"it will draw something, but not what {what}")
+        note = f"⚠️ `{self.label}` never saw {words} in its training captions ({self.dataset}): {use}."
         return note + (f" Try *{self.examples[0]}*." if self.examples else "")
 
 

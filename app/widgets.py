@@ -194,6 +194,15 @@ def model_picker(registry, label: str = "Model", kind: str | None = None, **kw) 
                        info=kw.pop("info", "bundled models, and any finished training run"), **kw)
 
 
+def vocabulary_note(registry, prompt, model, scoring: bool = False):
+    """A note, shown only when needed, on the words of `prompt` (one or several lines) the model's training captions
+    never used (`scoring`: worded for likelihoods under the prompt rather than drawing it)."""
+    if model_problem(registry, model) is not None or not isinstance(prompt, str):
+        return gr.update(visible=False)
+    note = registry.info(model).vocabulary_note(prompt, scoring)
+    return gr.update(value=note, visible=bool(note))
+
+
 def refresh_pickers(demo, registry, pickers: list[tuple[gr.Dropdown, str | None]]) -> None:
     """Re-read the model list whenever a page loads, so finished jobs appear without a restart."""
     def update():

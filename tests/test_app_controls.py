@@ -168,3 +168,18 @@ def test_a_denoiser_run_reports_the_lengths_of_its_ntm(tmp_path):
     assert trajectory_lengths(str(den / "pipeline")).startswith("trained at K = 2, 4 (")
     (ntm / "status.json").write_text(json.dumps({"objective": "fm_to_ntm", "step": 0}))
     assert "step 0" in trajectory_lengths(str(den / "pipeline"))
+
+
+def test_likelihood_prompts_outside_a_models_words_get_the_note(registry):
+    """The Likelihood tab's prompt and candidate lines get Generate's note on words the model never saw."""
+    from app.widgets import vocabulary_note
+
+    shapes_lines = "a yellow circle and a yellow triangle\na red square"
+    note = vocabulary_note(registry, shapes_lines, "ntm-mnist28", scoring=True)
+    assert note["visible"] and "'yellow'" in note["value"] and "'square'" in note["value"]
+    assert "a likelihood under such a prompt does not measure" in note["value"]
+    assert "will draw" in vocabulary_note(registry, shapes_lines, "ntm-mnist28")["value"]
+    assert vocabulary_note(registry, shapes_lines, "ntm-shapes32")["visible"] is False
+    assert vocabulary_note(registry, "a handwritten digit seven\na handwritten digit one", "ntm-mnist28")[
+        "visible"] is False
+    assert vocabulary_note(registry, "a red circle", "no-such-model")["visible"] is False
