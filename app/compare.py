@@ -123,5 +123,5 @@ def build(registry, demo):
               [gallery, table, note, seed], api_name="compare", validator=validator(problems, registry), **MODEL_WORK)
         # on a page load too: a job that finished since appears
         gr.on([model.change, demo.load], lambda m, c: baseline_update(registry, m, c), [model, baselines], [baselines],
-              api_name=False)
+              api_name=False, queue=False)
     return model

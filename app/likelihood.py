@@ -337,7 +337,8 @@ def build(registry, demo):
                        [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u], api_name="likelihood",
                        validator=validator(upload_problems, registry), **MODEL_WORK)
         for picker, slider, text, vocab in ((model_g, steps_g, prompt, vocab_g), (model_u, steps_u, prompts, vocab_u)):
-            gr.on([picker.change, demo.load], lambda m: k_slider(registry, m), [picker], [slider], api_name=False)
+            gr.on([picker.change, demo.load], lambda m: k_slider(registry, m), [picker], [slider], api_name=False,
+                  queue=False)
             gr.on([text.change, picker.change], lambda p, m: vocabulary_note(registry, p, m, scoring=True),
                   [text, picker], vocab, api_name=False, queue=False, show_progress="hidden")
     return model_g, model_u

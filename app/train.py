@@ -150,6 +150,9 @@ def build(registry, jobs: JobManager | None = None):
         cancel.click(user_errors(lambda j: gr.Info(jobs.cancel(j))), [job], None, api_name=False)
         timer.tick(watch, [job], [state, curve, log, table], api_name=False, show_progress="hidden")
         job.change(watch, [job], [state, curve, log, table], api_name=False)
-        objective.change(lambda o: start_picker(registry, o), [objective], [init_from], api_name=False)
-        dataset.change(lambda d: data_inputs(d, folders), [dataset], [upload, data_root], api_name=False)
-        init_from.change(lambda m, d: dataset_of(registry, m, d), [init_from, dataset], [dataset], api_name=False)
+        objective.change(lambda o: start_picker(registry, o), [objective], [init_from], api_name=False,
+                         queue=False)
+        dataset.change(lambda d: data_inputs(d, folders), [dataset], [upload, data_root], api_name=False,
+                       queue=False)
+        init_from.change(lambda m, d: dataset_of(registry, m, d), [init_from, dataset], [dataset], api_name=False,
+                         queue=False)

@@ -103,7 +103,10 @@ def ntm_from_flow_matching(fm: Predictor, transporter, schedule, markov: bool = 
 
     cfg = {k: v for k, v in fm.config.items() if not k.startswith("_")}
     cfg.update(s_conditioning=True, markov=markov)
-    predictor = Predictor(**cfg).to(dtype=next(fm.parameters()).dtype)
+    predictor = Predictor(**cfg)
+    dtype = next(fm.parameters()).dtype
+    if dtype != next(predictor.parameters()).dtype:  # diffusers' to(dtype) warns on every call, even a no-op one
+        predictor = predictor.to(dtype=dtype)
     missing, unexpected = predictor.load_state_dict(fm.state_dict(), strict=False)
     if unexpected or any(not k.startswith("s_embed.") for k in missing):
         raise ValueError(f"not a compatible flow-matching predictor (missing {missing}, unexpected {unexpected})")
