@@ -46,6 +46,7 @@ EXPLAIN = (
 TIE_SE = 2.0  # a candidate within this many standard errors of the best one is a tie
 ON_X_T0 = "bound bits/dim on x_t0"  # every number names its density (issue 13): this one is the noised image's
 ON_TRAJECTORY, EIGHT_BIT = "bits/dim (trajectory)", "8-bit bound bits/dim"
+DENSITIES = (ON_TRAJECTORY, ON_X_T0, EIGHT_BIT)  # the generated images' table: one column per density
 # the verdict beside the prompt: the numbers after it scroll off a narrow table first
 RANK_COLUMNS = ["rank", "prompt", "verdict", ON_X_T0, ON_X_T0 + " std", "Δ vs best", "Δ std error"]
 
@@ -166,7 +167,7 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
     fig_parts = nll_parts_figure(results[0], 0, f"Per-step parts, image 1, trajectory 1 (K = {int(steps)})")
     fig_dist = distribution_figure(df, "item", ON_TRAJECTORY,
                                    f"Over {int(trajectories)} forward trajectories per image")
-    cols = [c for c in (ON_TRAJECTORY, ON_X_T0, EIGHT_BIT) if c in df]
+    cols = [c for c in DENSITIES if c in df]
     return gallery, fig_parts, fig_dist, mean_std_table(df, cols), _csv(df, "likelihood-generated")
 
 
@@ -283,7 +284,7 @@ def build(registry, demo):
                 with gr.Column(scale=3):
                     gallery = gr.Gallery(label="Images", columns=4, height=180, object_fit="contain")
                     summary = gr.Dataframe(label="Per image (bits/dim, mean ± std over the forward trajectories)",
-                                           interactive=False, headers=["item", ON_TRAJECTORY, ON_X_T0, EIGHT_BIT])
+                                           interactive=False, headers=["item", *DENSITIES])
             with gr.Row():
                 parts_g = gr.Plot()
                 dist_g = gr.Plot()
