@@ -10,13 +10,14 @@ import torch
 
 from ntm_core.pipeline import NTMPipeline, default_final_step
 
+from .registry import trajectory_lengths
 from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, guidance_problem, guidance_slider, guidance_update,
                       model_picker, model_problem, number_problem, pick_seed, prompt_problem, raise_problems,
                       seed_inputs, seed_problem, user_errors, validator, vocabulary_note)
 
 FINAL = [("learned denoiser (fast)", "learned"), ("score denoising (exact score, slow)", "score"),
          ("none (x at t_min)", "none")]
-NTM_STEPS, FM_STEPS = 4, 50  # an NTM is trained for 1–4 steps; the flow-matching baseline is an Euler ODE solver
+NTM_STEPS, FM_STEPS = 4, 50  # the bundled NTMs train at K ≤ 4; the flow-matching baseline is an Euler ODE solver
 EXAMPLE_SEED = 0
 
 
@@ -125,7 +126,8 @@ def controls(registry, model):
         final = gr.update(choices=final_choices(info), value=default_final_step(info.has_denoiser), interactive=True,
                           info=None if info.has_denoiser else "this model has no learned denoiser (score or none)")
         temperature = gr.update(interactive=True, info="scales the predictor's σ (1 = the model's density)")
-        steps = gr.update(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps (the model was trained for 1–4)")
+        lengths = trajectory_lengths(registry.folder(model))  # what its training says, as on the Likelihood tab
+        steps = gr.update(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps" + (f": {lengths}" if lengths else ""))
     return final, temperature, steps, gr.update(samples=[[p] for p in info.examples]), guidance_update(registry, model)
 
 

@@ -51,9 +51,11 @@ def test_controls_follow_the_model(registry):
     assert guidance["value"] == 8.0 and "measured" in guidance["info"], "its folder's measured best"
     assert [v for _, v in final["choices"]] == ["score", "none"], "no learned denoiser: not offered"
     assert final["value"] == "score" and temperature["interactive"] is True and steps["maximum"] == 4
+    assert steps["info"] == "NTM steps: trained at K = 1, 2, 4 (other K: exact, but steps it never trained at)"
     assert all("handwritten digit" in s[0] for s in examples["samples"]), "the examples follow the model"
-    final, *_ = controls(registry, "ntm-shapes32")
+    final, _, steps, *_ = controls(registry, "ntm-shapes32")
     assert [v for _, v in final["choices"]] == ["score", "none"] and final["value"] == "score"
+    assert "finetune step 0" in steps["info"], "the default has not trained at any K yet: it is its FM model"
     final, *_ = controls(registry, "ntm-with-denoiser")
     assert final["choices"] == FINAL and final["value"] == "learned"
 
