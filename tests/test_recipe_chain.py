@@ -1,0 +1,74 @@
+"""assets/train_bundled.sh's `default` chain — what every GPU session runs through `device` — end to end on the CPU
+at a tiny size: the finetune from the bundled backbone and its denoiser train, are scored and exported as the
+bundle; a second call skips what is finished; a call whose deadline is too close stops with exit 3 before training.
+GPU time is scarce: a recipe broken by a code change must fail here, not in a lent session."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _checkout(dest: Path) -> Path:
+    """The tracked files only (no runs/, no local bundles): what a clean clone or a device machine has."""
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dest / f)
+    return dest
+
+
+def _chain(repo: Path, **env) -> subprocess.CompletedProcess:
+    base = {**os.environ, "PYTHON": sys.executable, "FM_PIPELINE": "assets/fm-shapes32", "CHAIN": "ntm denoiser",
+            "NTM_STEPS": "2", "DEN_STEPS": "2", "EXPORT_TO": "bundles", "SECONDS_CAP": "300",
+            "EXTRA": "train.batch_size=4 train.checkpoint_every=1 train.num_workers=0 train.log_every=1",
+            "SCORE_ARGS": "--per-category 1 --categories single_object"}
+    return subprocess.run(["bash", "assets/train_bundled.sh", "default"], cwd=repo, env={**base, **env},
+                          capture_output=True, text=True, timeout=900)
+
+
+def _status(repo: Path, run: str) -> dict:
+    return json.loads((repo / "runs" / run / "status.json").read_text())
+
+
+def test_the_default_chain_trains_scores_exports_and_resumes(tmp_path):
+    repo = _checkout(tmp_path / "repo")
+    first = _chain(repo)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "chain finished" in first.stdout and "training fm_to_ntm" in first.stdout + first.stderr
+    for run in ("ntm-shapes32-from-fm", "ntm-shapes32-denoiser"):
+        status = _status(repo, run)
+        assert status["state"] == "finished" and status["step"] == 2, (run, status)
+    # the finetune started from the bundled backbone, and the denoiser from the finetune
+    ntm_config = (repo / "runs/ntm-shapes32-from-fm/config.yaml").read_text()
+    assert "init_from: assets/fm-shapes32" in ntm_config
+    den_config = (repo / "runs/ntm-shapes32-denoiser/config.yaml").read_text()
+    assert "init_from: runs/ntm-shapes32-from-fm/pipeline" in den_config
+    # each finished job was scored where it trained, at the three temperatures
+    for name in ("ntm4-score-t1", "ntm4-score-t05", "ntm4-score-t0", "ntm4-learned-t1"):
+        rows = json.loads((repo / f"runs/score-{name}.json").read_text())
+        assert rows, name
+    # the bundle: the default's folder with its learned denoiser, and no backbone export (FM_PIPELINE: not trained)
+    index = json.loads((repo / "bundles/ntm-shapes32/model_index.json").read_text())
+    assert index.get("denoiser") and index["denoiser"][0], index
+    assert not (repo / "bundles/fm-shapes32").exists()
+
+    # a second call finds both jobs finished: no training, the same statuses, the chain finishes again
+    before = {run: _status(repo, run) for run in ("ntm-shapes32-from-fm", "ntm-shapes32-denoiser")}
+    again = _chain(repo)
+    assert again.returncode == 0 and "chain finished" in again.stdout, again.stderr[-3000:]
+    assert "training fm_to_ntm" not in again.stdout + again.stderr
+    assert {run: _status(repo, run) for run in before} == before
+
+    # a call of bounded length (`device`) whose deadline leaves less than one run stops before training, exit 3
+    late = _chain(repo, VARIANT="-late", DEADLINE=str(int(time.time()) + 30))
+    assert late.returncode == 3, late.stdout[-2000:] + late.stderr[-2000:]
+    assert "deadline: ntm goes on in the next call" in late.stdout
+    assert not (repo / "runs/ntm-shapes32-from-fm-late/status.json").exists()
