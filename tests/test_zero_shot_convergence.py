@@ -37,3 +37,38 @@ def test_importance_weighting_estimates_the_density_not_the_mean_bound():
     assert (importance_weighted(s, 784) <= s.mean(-1) + 1e-12).all()
     # many dimensions: the estimate is the best trajectory's bound plus log₂ T / D
     assert np.allclose(importance_weighted(s, 10**6), s.min(-1) + np.log2(8) / 10**6, atol=1e-9)
+
+
+def test_position_candidates_keep_the_objects_and_vary_only_the_relation():
+    """analysis.zero_shot_shapes --parts position: each image's four candidates are its own two objects in caption
+    order with the four relations, and the lowest score names the prediction. A stand-in model that prefers 'below'
+    scores exactly the share of 'below' specs; one that reads the truth scores 1."""
+    import torch
+
+    from analysis.zero_shot_shapes import position_rows
+    from ntm_core.data.shapes import ShapesDataset
+
+    n = 24
+    specs = [ShapesDataset("test", seed=0, categories=("position",))[i]["spec"] for i in range(n)]
+
+    class Prefers:
+        def __init__(self, pick):
+            self.pick, self.seen = pick, []
+
+        def prompt_nll(self, images, prompts, steps, trajectories, generator):
+            assert images.shape == (1, 3, 32, 32) and len(prompts) == 4
+            self.seen.append(prompts)
+            return torch.tensor([[[0.0 if self.pick(len(self.seen) - 1, p) else 1.0] * trajectories
+                                  for p in prompts]])
+
+    below = Prefers(lambda i, p: " below " in p)
+    row, = position_rows(below, "test", n, 4, 2, 0)
+    share = np.mean([s["relation"] == "below" for s in specs])
+    assert 0 < share < 1 and np.isclose(row["value"], share)
+    for prompts, s in zip(below.seen, specs):
+        (c0, k0), (c1, k1) = s["objects"]
+        assert all(p.startswith(f"a {c0} {k0} ") and p.endswith(f" a {c1} {k1}") for p in prompts)
+        assert len(set(prompts)) == 4
+    wording = {"left of": " to the left of ", "right of": " to the right of ", "above": " above ", "below": " below "}
+    truth = Prefers(lambda i, p: wording[specs[i]["relation"]] in p)
+    assert position_rows(truth, "test", n, 4, 2, 0)[0]["value"] == 1.0
