@@ -276,7 +276,7 @@ class JobManager:
             if not os.path.exists(os.path.join(runs, job, "job.yaml")):
                 continue
             st = self.state(job)
-            step = max(st.get("step", 0) or 0, RunFolder(os.path.join(runs, job)).last_metrics().get("step", 0))
+            step = RunFolder(os.path.join(runs, job)).step(st)
             rows.append({"job": job, "objective": st.get("objective", ""), "state": st.get("state", "unknown"),
                          "step": f"{step}/{st.get('total_steps', '?')}", "device": st.get("device", "")})
         return pd.DataFrame(rows, columns=JOB_COLUMNS)

@@ -130,8 +130,7 @@ def trajectory_lengths(folder: str) -> str:
             training_records(init) if isinstance(init, str) else None)
     if run is None or objective(run) not in ("ntm", "gauss", "fm_to_ntm"):
         return ""
-    steps = run.status().get("step") or run.last_metrics().get("step", 0)
-    if objective(run) == "fm_to_ntm" and not steps:
+    if objective(run) == "fm_to_ntm" and not run.step():
         return "any K: still its flow-matching model (finetune step 0), trained at every noise level"
     ks = read_json(os.path.join(folder, "scheduler", "scheduler_config.json")).get("train_num_steps")
     if not isinstance(ks, list) or not ks:

@@ -81,6 +81,12 @@ class RunFolder:
                 return row
         return {}
 
+    def step(self, status: dict | None = None) -> int:
+        """The step the run has reached: its metrics are written every log interval, its status only at checkpoints,
+        so the later of the two (`status`: one already read, e.g. with the app's process state)."""
+        status = self.status() if status is None else status
+        return max(int(status.get("step") or 0), int(self.last_metrics().get("step") or 0))
+
     def config(self) -> dict:
         try:
             with open(self.config_path) as f:
