@@ -31,10 +31,20 @@ from ntm_core.pipeline import NTMPipeline, load_pipeline
 CANDIDATES = [(c, k) for c in COLORS for k in KINDS]
 
 
+def items(split: str, n: int, seed: int, category: str) -> list[dict]:
+    ds = ShapesDataset(split, seed=seed, categories=(category,))
+    return [ds[i] for i in range(n)]
+
+
 def images(split: str, n: int, seed: int) -> tuple[torch.Tensor, list[tuple[str, str]]]:
-    ds = ShapesDataset(split, seed=seed, categories=("single_object",))
-    items = [ds[i] for i in range(n)]
-    return torch.stack([it["image"] for it in items]), [tuple(it["spec"]["objects"][0]) for it in items]
+    its = items(split, n, seed, "single_object")
+    return torch.stack([it["image"] for it in its]), [tuple(it["spec"]["objects"][0]) for it in its]
+
+
+def _row(images: str, what: str, correct, seconds_per_image: float) -> dict:
+    ok = np.asarray(correct, dtype=float)
+    return {"images": images, "accuracy of": what, "value": ok.mean(), "std error": ok.std() / math.sqrt(len(ok)),
+            "seconds/image": seconds_per_image}
 
 
 def accuracy_rows(pipe: NTMPipeline, split: str, n: int, steps: int, trajectories: int, seed: int) -> list[dict]:
@@ -45,33 +55,25 @@ def accuracy_rows(pipe: NTMPipeline, split: str, n: int, steps: int, trajectorie
     seconds = time.perf_counter() - start
     pred = [CANDIDATES[i] for i in scores.argmin(1).tolist()]
     label = f"{'held-out' if split == 'test' else 'training'} specs, {n} images, {trajectories} trajectories"
-    rows = []
-    for what, ok in (("colour and kind (chance 1/18)", [p == t for p, t in zip(pred, truth)]),
-                     ("colour (chance 1/6)", [p[0] == t[0] for p, t in zip(pred, truth)]),
-                     ("kind (chance 1/3)", [p[1] == t[1] for p, t in zip(pred, truth)])):
-        ok = np.asarray(ok, dtype=float)
-        rows.append({"images": label, "accuracy of": what, "value": ok.mean(),
-                     "std error": ok.std() / math.sqrt(len(ok)), "seconds/image": seconds / n})
-    return rows
+    return [_row(label, what, ok, seconds / n) for what, ok in (
+        ("colour and kind (chance 1/18)", [p == t for p, t in zip(pred, truth)]),
+        ("colour (chance 1/6)", [p[0] == t[0] for p, t in zip(pred, truth)]),
+        ("kind (chance 1/3)", [p[1] == t[1] for p, t in zip(pred, truth)]))]
 
 
 def position_rows(pipe: NTMPipeline, split: str, n: int, steps: int, trajectories: int, seed: int) -> list[dict]:
-    ds = ShapesDataset(split, seed=seed, categories=("position",))
-    items = [ds[i] for i in range(n)]
     relations = list(RELATIONS)
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     correct = []
-    for it in items:  # each image has its own four candidates (its objects), so one prompt_nll call per image
+    for it in items(split, n, seed, "position"):  # each image has its own four candidates (its objects), so one prompt_nll call per image
         (c0, k0), (c1, k1) = it["spec"]["objects"]
         prompts = [f"a {c0} {k0} {RELATIONS[r][0]} a {c1} {k1}" for r in relations]
         scores = pipe.prompt_nll(it["image"][None], prompts, steps, trajectories, g)[0].mean(-1)
         correct.append(relations[int(scores.argmin())] == it["spec"]["relation"])
     seconds = time.perf_counter() - start
-    ok = np.asarray(correct, dtype=float)
     label = f"{'held-out' if split == 'test' else 'training'} position specs, {n} images, {trajectories} trajectories"
-    return [{"images": label, "accuracy of": "relation, given the two objects (chance 1/4)", "value": ok.mean(),
-             "std error": ok.std() / math.sqrt(len(ok)), "seconds/image": seconds / n}]
+    return [_row(label, "relation, given the two objects (chance 1/4)", correct, seconds / n)]
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""analysis.mnist's zero-shot accuracy by the number of shared forward trajectories averaged: a noisy but unbiased
-score separates the classes only with enough trajectories, which the rows must show."""
+"""Zero-shot classification's bookkeeping: analysis.mnist's accuracy by the number of shared forward trajectories
+(a noisy but unbiased score separates the classes only with enough trajectories, which the rows must show) and its
+importance-weighted estimate; analysis.zero_shot_shapes' relation candidates."""
 import numpy as np
 
 from analysis.mnist import accuracy_by_trajectories
