@@ -66,7 +66,8 @@ def position_rows(pipe: NTMPipeline, split: str, n: int, steps: int, trajectorie
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     correct = []
-    for it in items(split, n, seed, "position"):  # each image has its own four candidates (its objects), so one prompt_nll call per image
+    # each image has its own four candidates (its objects), so one prompt_nll call per image
+    for it in items(split, n, seed, "position"):
         (c0, k0), (c1, k1) = it["spec"]["objects"]
         prompts = [f"a {c0} {k0} {RELATIONS[r][0]} a {c1} {k1}" for r in relations]
         scores = pipe.prompt_nll(it["image"][None], prompts, steps, trajectories, g)[0].mean(-1)
