@@ -19,6 +19,7 @@ from ntm_core.images import to_uint8
 
 MIN_AREA = 12  # px; smaller blobs are noise, not objects (the smallest rendered shape covers ≥ 30 px)
 FIT_IOU = 0.8  # real shapes fit at IoU ≥ 0.94 (889 shapes of 500 held-out images); patch fragments mostly < 0.75
+NUMBER_WORDS = {1: "a", 2: "two", 3: "three", 4: "four", 5: "five"}
 _OFFSETS = np.arange(-0.5, 0.51, 0.25)  # sub-pixel centres tried around the box centre
 
 
@@ -62,8 +63,9 @@ def detect_objects(image, min_area: int = MIN_AREA) -> list[dict]:
                 continue
             ys, xs = np.nonzero(comp)
             kind, fit = fit_shape(comp)
+            side = int(max(np.ptp(ys), np.ptp(xs))) + 1  # the box's longer side, in px
             objects.append({"colour": name, "kind": kind or "unrecognised", "fit": fit, "cy": ys.mean() + 0.5,
-                            "cx": xs.mean() + 0.5, "area": area})
+                            "cx": xs.mean() + 0.5, "area": area, "side": side})
     return objects
 
 
@@ -93,6 +95,42 @@ def _satisfies(spec: Spec, found: list[dict]) -> bool:
         b = next(o for o in found if (o["colour"], o["kind"]) == tuple(spec.objects[1]))
         return _relation(a, b) == spec.relation
     raise ValueError(f"unknown category {spec.category!r}")
+
+
+def reading(spec: Spec | dict, image) -> tuple[bool, str]:
+    """(whether the image satisfies the spec, what the evaluator found, in words): the check a user sees under an
+    image, e.g. (False, "a red circle and a blue square, the red circle right of the blue square")."""
+    spec, img = _spec(spec), to_uint8(image)
+    found = detect_objects(img)
+    return _satisfies(spec, found), describe(found, spec, img.shape[0])
+
+
+def describe(found: list[dict], spec: Spec | None = None, image_size: int = 32) -> str:
+    """The objects `detect_objects` found, in words ("two green triangles and a yellow blob"), an object that is no
+    shape with the reason (its size, else its outline); for a position spec whose two objects were both found once,
+    also where the first stands relative to the second, as the check reads it."""
+    if not found:
+        return "no shape"
+    lo, hi = shape_sizes(image_size)
+    rank = {tuple(o): i for i, o in enumerate(spec.objects)} if spec is not None else {}
+    counts: dict[tuple[str, str], int] = {}
+    for o in sorted(found, key=lambda o: rank.get((o["colour"], o["kind"]), len(rank))):  # the prompt's order first
+        noun = o["kind"]
+        if noun == "unrecognised":  # say why it is no shape: its size, or its outline
+            noun = (f"shape of {o['side']} px (the data's are {lo}–{hi})" if not lo - 1 <= o["side"] <= hi + 1
+                    else "blob")
+        counts[(o["colour"], noun)] = counts.get((o["colour"], noun), 0) + 1
+    parts = []
+    for (colour, noun), n in counts.items():
+        head, _, tail = noun.partition(" ")
+        parts.append(f"{NUMBER_WORDS.get(n, str(n))} {colour} {head}{'s' if n > 1 else ''}{' ' + tail if tail else ''}")
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    if spec is not None and spec.category == "position":
+        first, second = (tuple(o) for o in spec.objects)
+        a, b = ([o for o in found if (o["colour"], o["kind"]) == key] for key in (first, second))
+        if len(a) == 1 and len(b) == 1:
+            text += f", the {' '.join(first)} {_relation(a[0], b[0])} the {' '.join(second)}"
+    return text
 
 
 def _same_colours(spec: Spec, found: list[dict]) -> bool:

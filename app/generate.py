@@ -6,8 +6,11 @@ import threading
 import time
 
 import gradio as gr
+import numpy as np
 import torch
 
+from analysis.shapes_eval import reading
+from ntm_core.data.shapes import spec_of_caption
 from ntm_core.pipeline import NTMPipeline, default_final_step
 
 from .registry import trajectory_lengths
@@ -61,6 +64,34 @@ def draw(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float
     return out.images, captions
 
 
+def evaluator_readings(dataset: str | None, prompts: list[str], images) -> list[tuple[bool, str] | None]:
+    """Per image, the project's evaluator (analysis.shapes_eval, the check behind every score in the model cards):
+    (accepted, what it found in words), or None where it cannot read the prompt: another dataset, or text outside
+    the shapes captions' grammar."""
+    specs = [spec_of_caption(p) if dataset == "shapes" else None for p in prompts]
+    return [None if spec is None else reading(spec, np.asarray(image.convert("RGB")))
+            for spec, image in zip(specs, images)]
+
+
+def mark(check: tuple[bool, str] | None) -> str:
+    """The caption's first characters: ✓ or ✗ for a checked image (the thumbnail cuts a caption after ~24)."""
+    return "" if check is None else ("✓ " if check[0] else "✗ ")
+
+
+def evaluator_note(checks: list, labels: list[str], dataset: str | None) -> str:
+    """The verdicts in words: how many images the evaluator accepts, and what it found in the others (each named by
+    its label: its seed, or its prompt)."""
+    if all(c is None for c in checks):
+        return ("  \nThe evaluator reads only prompts of the training captions' grammar (e.g. \"a red circle to "
+                "the left of a blue square\", \"two green triangles\"), so these images are not checked."
+                if dataset == "shapes" else "")
+    ok = sum(c[0] for c in checks if c is not None)
+    misses = [f"{label}: {c[1]}" for label, c in zip(labels, checks) if c is not None and not c[0]]
+    return (f"  \n**The evaluator accepts {ok} of {len(checks)}** (✓/✗; exact counts, colours and kinds, and for a "
+            "position where the two centres stand: the check behind every score in the model cards)."
+            + (" What it found in the others:\n" + "".join(f"\n- {m}" for m in misses) if misses else ""))
+
+
 def generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final):
     """All images in one batched pipeline call (one generator per seed); the gallery shows gradio's timer meanwhile.
     (No gr.Progress here: with a single progress(0, …) call, the next click's validation message never appeared
@@ -71,9 +102,11 @@ def generate_images(registry, prompt, model, steps, guidance, temperature, seed,
     folder, start = OUTPUTS.new_folder(), time.perf_counter()
     seeds = list(range(seed, seed + int(count)))
     drawn, captions = draw(pipe, [prompt] * len(seeds), seeds, steps, guidance, temperature, final)
-    images = [(OUTPUTS.png(folder, image, f"{prompt}-seed{s}"), caption)  # native-size PNG downloads
-              for image, s, caption in zip(drawn, seeds, captions)]
     dt = time.perf_counter() - start
+    dataset = registry.info(model).dataset
+    checks = evaluator_readings(dataset, [prompt] * len(seeds), drawn)
+    images = [(OUTPUTS.png(folder, image, f"{prompt}-seed{s}"), mark(check) + caption)  # native-size PNG downloads
+              for image, s, caption, check in zip(drawn, seeds, captions, checks)]
     ntm = isinstance(pipe, NTMPipeline)
     note = (f"**{len(images)} image(s) in {dt:.2f} s** ({dt / max(len(images), 1):.2f} s each) · "
             f"{int(steps)} steps · final step: {final if ntm else 'Euler (flow matching)'} · model `{model}` on "
@@ -83,7 +116,7 @@ def generate_images(registry, prompt, model, steps, guidance, temperature, seed,
                  "trajectory under the model that drew it (the guided one when guidance ≠ 1), from the sampler's own "
                  "noise — no extra pass. The steps, noise to image: t = "
                  + " → ".join(f"{t:.3g}" for t in pipe.scheduler.sampling_grid(int(steps)).flip(0).tolist()) + ".")
-    return images, note, seed
+    return images, note + evaluator_note(checks, [f"seed {s}" for s in seeds], dataset), seed
 
 
 class ExampleGrid:
@@ -93,9 +126,10 @@ class ExampleGrid:
     def __init__(self, registry):
         self.registry, self._grids, self._lock = registry, {}, threading.Lock()
 
-    def __call__(self, model: str) -> list:
+    def __call__(self, model: str) -> tuple[list, str]:
+        """(gallery items, the evaluator's verdicts in words: `evaluator_note`)."""
         if model_problem(self.registry, model) is not None:
-            return []
+            return [], ""
         info = self.registry.info(model)
         key = (model, self.registry.folder(model))
         with self._lock:
@@ -106,8 +140,11 @@ class ExampleGrid:
                 prompts = info.examples[:8]
                 images, _ = draw(pipe, prompts, [EXAMPLE_SEED] * len(prompts), steps, info.guidance_scale, 1.0,
                                  None) if prompts else ([], [])
-                self._grids[key] = [(OUTPUTS.png(folder, image, f"{prompt}-seed{EXAMPLE_SEED}"), f"example · {prompt}")
-                                    for prompt, image in zip(prompts, images)]
+                checks = evaluator_readings(info.dataset, prompts, images)
+                self._grids[key] = ([(OUTPUTS.png(folder, image, f"{prompt}-seed{EXAMPLE_SEED}"),
+                                      f"{mark(check)}example · {prompt}")
+                                     for prompt, image, check in zip(prompts, images, checks)],
+                                    evaluator_note(checks, [f"“{p}”" for p in prompts], info.dataset))
             return self._grids[key]
 
 
@@ -182,9 +219,9 @@ def build(registry, demo: gr.Blocks):
 
         @gpu(duration=GPU_SECONDS["generate"])
         def show_examples(model):
-            grid_items = grid(model)
-            text = (f"What `{model}` draws for its example prompts (seed {EXAMPLE_SEED}, default settings). "
-                    "Type a prompt and press Enter, or click an example." if grid_items else "")
+            grid_items, verdicts = grid(model)
+            text = (f"What `{model}` draws for its example prompts (seed {EXAMPLE_SEED}, default settings). Type a "
+                    "prompt and press Enter, or click an example." + verdicts if grid_items else "")
             return grid_items, text
 
         gr.on([demo.load, model.change], show_examples, model, [gallery, note], api_name=False,

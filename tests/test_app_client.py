@@ -57,7 +57,9 @@ def test_generate_returns_images_and_is_seed_reproducible(client):
     gallery, info, seed = _generate(client, 7)
     assert len(gallery) == 2 and seed == 7 and "2 image(s)" in info
     captions = [item["caption"] for item in gallery]
-    assert all(re.fullmatch(r"τ: -?\d+\.\d{3} bits/dim · seed \d+", c) for c in captions), captions  # log p(τ)
+    # log p(τ), after the evaluator's verdict on "a red circle" (a prompt of the shapes grammar)
+    assert all(re.fullmatch(r"[✓✗] τ: -?\d+\.\d{3} bits/dim · seed \d+", c) for c in captions), captions
+    assert f"The evaluator accepts {sum(c.startswith('✓') for c in captions)} of 2" in info, info
     assert "Under each image, τ: −log₂ p(τ)" in info
     assert "t = 1 → 0.762 → 0.525 → 0.287 → 0.05." in info, info  # the sampler's steps (t_min 0.05, no shift)
     again, _, _ = _generate(client, 7)

@@ -185,3 +185,29 @@ def test_likelihood_prompts_outside_a_models_words_get_the_note(registry):
     assert vocabulary_note(registry, "a handwritten digit seven\na handwritten digit one", "ntm-mnist28")[
         "visible"] is False
     assert vocabulary_note(registry, "a red circle", "no-such-model")["visible"] is False
+
+
+def test_generate_checks_shapes_prompts_with_the_evaluator():
+    """Under each image of a shapes prompt: ✓/✗ from the evaluator, and the note counts them and says what it found;
+    other datasets' prompts and text outside the grammar are not checked (no mark, and the note says why)."""
+    import numpy as np
+    from PIL import Image
+
+    from app.generate import evaluator_note, evaluator_readings, mark
+    from ntm_core.data.shapes import render, spec_of_caption
+
+    prompt = "a red circle to the left of a blue square"
+    spec, rng = spec_of_caption(prompt), np.random.default_rng(0)
+    good = Image.fromarray(render(spec, rng)[0])
+    swapped = Image.fromarray(render(spec_of_caption("a blue square to the left of a red circle"), rng)[0])
+    checks = evaluator_readings("shapes", [prompt] * 3, [good, swapped, Image.new("RGB", (32, 32))])
+    assert [c[0] for c in checks] == [True, False, False]
+    assert [mark(c) for c in checks] == ["✓ ", "✗ ", "✗ "]
+    note = evaluator_note(checks, ["seed 5", "seed 6", "seed 7"], "shapes")
+    assert "The evaluator accepts 1 of 3" in note
+    assert "seed 6: a red circle and a blue square, the red circle right of the blue square" in note
+    assert "seed 7: no shape" in note and "seed 5" not in note
+    assert evaluator_readings("mnist", ["a handwritten digit 7"], [good]) == [None] and mark(None) == ""
+    assert evaluator_readings("shapes", ["a cat on a mat"], [good]) == [None]
+    assert "not checked" in evaluator_note([None], ["seed 0"], "shapes")
+    assert evaluator_note([None], ["seed 0"], "mnist") == ""

@@ -71,3 +71,33 @@ def test_collate_batches_images_and_keeps_captions():
     batch = collate([ds[i] for i in range(4)])
     assert batch["image"].shape == (4, 3, 32, 32) and len(batch["caption"]) == 4 and len(batch["spec"]) == 4
     assert np.all([isinstance(c, str) for c in batch["caption"]])
+
+
+def test_spec_of_caption_inverts_every_caption_of_the_grammar():
+    from ntm_core.data.shapes import all_specs, caption_variants, spec_of_caption
+
+    for category in CATEGORIES:  # held-out specs too: the app checks any prompt of the grammar
+        for spec in all_specs(category):
+            for text in set(caption_variants(spec)):
+                got = spec_of_caption(text)
+                if category == "counting" and spec.count == 1 and text.endswith(f"a {spec.objects[0][0]} "
+                                                                                f"{spec.objects[0][1]}"):
+                    # "a red circle" is also single_object's caption; both checks demand exactly one such shape
+                    assert got.category == "single_object" and got.objects == spec.objects, (text, got)
+                else:
+                    assert got == spec, (text, got, spec)
+    assert spec_of_caption("  A Picture of  two GREEN triangles. ") == spec_of_caption("a picture of two green "
+                                                                                        "triangles")
+
+
+def test_spec_of_caption_reads_order_where_the_check_does():
+    from ntm_core.data.shapes import spec_of_caption
+
+    both = spec_of_caption("a red circle and a blue square"), spec_of_caption("a blue square and a red circle")
+    assert both[0] == both[1] and both[0].category == "two_object"  # 'and': the order is not checked
+    left, swapped = (spec_of_caption(t) for t in ("a red circle to the left of a blue square",
+                                                  "a blue square to the left of a red circle"))
+    assert left.relation == swapped.relation == "left of" and left.objects == swapped.objects[::-1]
+    for outside in ("", "a purple circle", "a red circle next to a blue square", "a cat", "four red circles",
+                    "a red circle and a red circle"):
+        assert spec_of_caption(outside) is None, outside

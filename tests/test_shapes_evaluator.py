@@ -1,6 +1,7 @@
 """The GenEval-like evaluator: 1.00 on held-out real dataset images, near 0 on noise, and it catches mistakes —
 including blobs and patch fragments that are the right colour but no shape the dataset draws."""
 import numpy as np
+import torch
 
 from analysis.shapes_eval import FIT_IOU, check, colours_match, detect_objects, score, shape_fit
 from ntm_core.images import to_uint8
@@ -140,3 +141,28 @@ def test_score_model_cli_passes_numeric_options_as_numbers(monkeypatch, tmp_path
              "--categories", "single_object", "--out", str(tmp_path / "s")])
     assert seen and all(o == {"temperature": 0.5, "denoise": "score"} for o in seen)
     assert isinstance(seen[0]["temperature"], float) and (tmp_path / "s.json").exists()
+
+
+def test_reading_says_in_words_what_the_check_decided():
+    from analysis.shapes_eval import reading
+    from ntm_core.data.shapes import spec_of_caption
+
+    rng = np.random.default_rng(3)
+    left = spec_of_caption("a red circle to the left of a blue square")
+    img, _ = render(left, rng)
+    assert reading(left, img) == (True, "a red circle and a blue square, the red circle left of the blue square")
+    right = spec_of_caption("a red circle to the right of a blue square")
+    ok, words = reading(right, img)  # the same image against the opposite relation: rejected, with the reason
+    assert not ok and words.endswith("the red circle left of the blue square")
+    three = spec_of_caption("three green triangles")
+    img, _ = render(three, rng)
+    assert reading(three, img) == (True, "three green triangles")
+    circle = spec_of_caption("a red circle")
+    big = np.zeros((32, 32, 3), np.uint8)
+    big[shape_mask("circle", 20, 16, 16, 32, 32)] = COLORS["red"]
+    assert reading(circle, big) == (False, "a red shape of 20 px (the data's are 8–14)")
+    smear = np.zeros((32, 32, 3), np.uint8)
+    smear[8:20, 8:11] = COLORS["red"]  # 12 px tall, 3 wide: a drawn size, but no circle, square or triangle
+    assert reading(circle, smear) == (False, "a red blob")
+    assert reading(circle, np.zeros((32, 32, 3), np.uint8)) == (False, "no shape")
+    assert reading(circle, torch.zeros(3, 32, 32) - 1.0) == (False, "no shape")  # model scaling too

@@ -11,6 +11,7 @@ Everything is a pure function of (seed, index).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -115,6 +116,29 @@ def caption_variants(spec: Spec) -> list[str]:
     list is `caption`'s distribution): the device renderer samples captions from these."""
     choices, write = _caption_choices(spec)
     return [write(*picks) for picks in itertools.product(*choices)]
+
+
+def spec_of_caption(text: str) -> Spec | None:
+    """The spec a caption of this grammar states, None for any other text: the inverse of `caption`, over every
+    wording, case and spacing, held-out specs included. An 'and' caption may name its objects in either order (the
+    check does not read their order); a position caption keeps its order, which the relation reads."""
+    return _caption_index().get(_normal(text))
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().strip().rstrip(".").split())
+
+
+@functools.lru_cache(maxsize=1)
+def _caption_index() -> dict[str, Spec]:
+    index: dict[str, Spec] = {}
+    for category in CATEGORIES:  # single_object first: "a red circle" is also counting's one, checked the same
+        for spec in all_specs(category):
+            orders = [spec, Spec(category, spec.objects[::-1])] if category in ("two_object", "color_attr") else [spec]
+            for written in orders:
+                for text in caption_variants(written):
+                    index.setdefault(_normal(text), spec)
+    return index
 
 
 # ---- rendering ----
