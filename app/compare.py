@@ -12,6 +12,7 @@ import torch
 from ntm_core.images import to_uint8, to_unit
 from ntm_core.pipeline import NTMPipeline
 
+from .generate import evaluator_readings, mark
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, guidance_problem, guidance_slider, model_picker,
                       model_problem, number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs,
                       seed_problem, show, user_errors, validator)
@@ -71,9 +72,13 @@ def compare(registry, prompt, model, steps, guidance, seed, randomize, baselines
         rows.append((label, _run(extra, prompt, steps, guidance, seed, **kw)))
     mse = (to_unit(score.images) - to_unit(other.images)).pow(2).mean().item()
     psnr = 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+    pixels = [to_uint8(o.images[0]) for _, o in rows]
+    checks = evaluator_readings(registry.info(model).dataset, [prompt] * len(rows), pixels)
     table = pd.DataFrame([{"method": name, "seconds": round(o.seconds, 4), "img/s": round(1 / o.seconds, 2)}
-                          for name, o in rows])
-    gallery = [(show(to_uint8(o.images[0])), f"{name} · {o.seconds:.2f} s") for name, o in rows]
+                          | ({} if check is None else {"evaluator": mark(check) + check[1]})
+                          for (name, o), check in zip(rows, checks)])
+    gallery = [(show(image), f"{mark(check)}{name} · {o.seconds:.2f} s")
+               for (name, o), image, check in zip(rows, pixels, checks)]
     distance = f"MSE {mse:.5f}, PSNR {psnr:.1f} dB (images in [0, 1]). Seed {seed}, {int(steps)} steps."
     if fast == "learned":
         note = (f"**Learned denoiser: {score.seconds / other.seconds:.1f}× faster than score denoising** "
@@ -111,7 +116,8 @@ def build(registry, demo):
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Side by side", columns=4, height="fit-content", object_fit="contain")
                 note = gr.Markdown()
-                table = gr.Dataframe(label="Wall time per method (this machine)", interactive=False,
+                table = gr.Dataframe(label="Wall time per method (this machine), and the evaluator's verdict on a "
+                                           "shapes prompt", interactive=False,
                                      headers=["method", "seconds", "img/s"])
 
         @gpu(duration=GPU_SECONDS["compare"])

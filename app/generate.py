@@ -8,6 +8,7 @@ import time
 import gradio as gr
 import numpy as np
 import torch
+from PIL import Image
 
 from analysis.shapes_eval import reading
 from ntm_core.data.shapes import spec_of_caption
@@ -65,11 +66,13 @@ def draw(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float
 
 
 def evaluator_readings(dataset: str | None, prompts: list[str], images) -> list[tuple[bool, str] | None]:
-    """Per image, the project's evaluator (analysis.shapes_eval, the check behind every score in the model cards):
+    """Per image (PIL, uint8 array or model-scaled tensor), the project's evaluator (analysis.shapes_eval, the check
+    behind every score in the model cards):
     (accepted, what it found in words), or None where it cannot read the prompt: another dataset, or text outside
     the shapes captions' grammar."""
     specs = [spec_of_caption(p) if dataset == "shapes" else None for p in prompts]
-    return [None if spec is None else reading(spec, np.asarray(image.convert("RGB")))
+    return [None if spec is None else reading(spec, np.asarray(image.convert("RGB")) if isinstance(image, Image.Image)
+                                              else image)  # PIL images, or what `reading` takes
             for spec, image in zip(specs, images)]
 
 

@@ -140,10 +140,16 @@ def test_compare_reports_speed_and_pixel_distance(client):
     methods = [row[0] for row in table["data"]]
     assert methods == ["NTM + score denoising", "NTM + learned denoiser"] and len(gallery) == 2
     assert "faster than score denoising" in note and "PSNR" in note and seed == 3
+    # a shapes prompt: each method's image gets the evaluator's verdict, in the table and as the caption's mark
+    assert table["headers"] == ["method", "seconds", "img/s", "evaluator"]
+    assert [row[3][0] for row in table["data"]] == [item["caption"][0] for item in gallery]
+    assert all(row[3][0] in "✓✗" and len(row[3]) > 2 for row in table["data"]), table["data"]
     # an NTM without a learned denoiser (the run the test model was distilled from): score vs. no final step
     gallery, table, note, _ = client.predict("a red circle", "trained: ntm", 2, 3.0, 3, False, [], api_name="/compare")
     assert [row[0] for row in table["data"]] == ["NTM + score denoising", "NTM, no final step (x at t_min)"]
     assert "has no learned denoiser" in note and "PSNR" in note and len(gallery) == 2
+    _, table, _, _ = client.predict("a cat", "trained: ntm", 2, 3.0, 3, False, [], api_name="/compare")
+    assert table["headers"] == ["method", "seconds", "img/s"], "text outside the grammar: nothing to check"
 
 
 def test_latents_show_every_step(client):
