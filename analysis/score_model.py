@@ -4,6 +4,7 @@ knows at once whether a model draws. analysis.benchmark is the full table (all r
 
     python -m analysis.score_model runs/fm-shapes32/pipeline --steps 50 --out runs/score-fm
     python -m analysis.score_model assets/ntm-shapes32 --steps 4 --option denoise=learned
+    python -m analysis.score_model assets/ntm-shapes32 --failures     # also why images fail, per category
 
 Default steps: 50 Euler steps for a flow-matching model, 4 for an NTM (with its default final step).
 """
@@ -16,7 +17,7 @@ import torch
 
 from analysis import key_values
 from analysis.benchmark import generate
-from analysis.shapes_eval import score
+from analysis.shapes_eval import failure_table, per_image, score
 from ntm_core.config import parse_value
 from ntm_core.data.shapes import CATEGORIES, eval_prompts
 from ntm_core.pipeline import NTMPipeline, load_pipeline
@@ -24,12 +25,17 @@ from ntm_core.report import environment, report
 
 
 def score_model(pipe, steps: int, options: dict | None = None, per_category: int = 32, guidance: float = 3.0,
-                seed: int = 0, batch: int = 80, split: str = "test", categories=CATEGORIES) -> pd.DataFrame:
+                seed: int = 0, batch: int = 80, split: str = "test", categories=CATEGORIES,
+                failures: list | None = None) -> pd.DataFrame:
     """The evaluator's table (score, colour match and shape fit per category and overall) for `pipe` at `steps`,
-    on the held-out prompts (split='train': the training prompts)."""
+    on the held-out prompts (split='train': the training prompts). `failures`, a list: gets the table of why the
+    images fail (`failure_table`), appended."""
     prompts = eval_prompts(per_category, seed, split, categories)
     images, _ = generate(pipe, [p["caption"] for p in prompts], steps, options or {}, guidance, seed, batch)
-    return score(list(images.float().cpu()), [p["spec"] for p in prompts])
+    images, specs = list(images.float().cpu()), [p["spec"] for p in prompts]
+    if failures is not None:
+        failures.append(failure_table(per_image(images, specs)))
+    return score(images, specs)
 
 
 def main(argv=None) -> None:
@@ -44,6 +50,8 @@ def main(argv=None) -> None:
     ap.add_argument("--split", choices=("test", "train"), default="test",
                     help="held-out prompts (default), or the training prompts: what a model learned")
     ap.add_argument("--categories", nargs="+", choices=CATEGORIES, default=list(CATEGORIES))
+    ap.add_argument("--failures", action="store_true",
+                    help="also the table of why images fail, per category (written to <out>-failures.*)")
     ap.add_argument("--out", default=None, help="also write <out>.json/.csv/.md")
     a = ap.parse_args(argv)
     # as the pipeline takes them: temperature=0.5 a number, denoise=score a word (the trainer's --set parsing)
@@ -51,16 +59,20 @@ def main(argv=None) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(a.model).to(device)
     steps = a.steps or (4 if isinstance(pipe, NTMPipeline) else 50)
+    failures = [] if a.failures else None
     try:
         table = score_model(pipe, steps, options, a.per_category, a.guidance, a.seed, split=a.split,
-                            categories=a.categories).reset_index()
+                            categories=a.categories, failures=failures).reset_index()
     except (TypeError, ValueError) as e:  # an option the pipeline does not take, or a value it refuses
         ap.error(f"{a.model}: {e}")
     settings = f"{steps} steps" + (f", {options}" if options else "")
     prompts = "held-out" if a.split == "test" else "training"
-    report(table, f"{a.model} at {settings} on the {prompts} prompts",
-           environment(model=a.model, steps=steps, options=options, per_category=a.per_category,
-                       guidance=a.guidance, seed=a.seed, split=a.split, categories=a.categories), a.out, digits=3)
+    env = environment(model=a.model, steps=steps, options=options, per_category=a.per_category,
+                      guidance=a.guidance, seed=a.seed, split=a.split, categories=a.categories)
+    report(table, f"{a.model} at {settings} on the {prompts} prompts", env, a.out, digits=3)
+    if failures:
+        report(failures[0].reset_index(), "why images fail (fraction of each category's images; with 'passes', "
+               "each row sums to 1)", env, a.out and f"{a.out}-failures", digits=3)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,25 @@ def reading(spec: Spec | dict, image) -> tuple[bool, str]:
     return _satisfies(spec, found), describe(found, spec, img.shape[0])
 
 
+FAILURES = ("no shape", "unrecognised shape", "count", "colour or kind", "relation")
+
+
+def failure(spec: Spec | dict, found: list[dict]) -> str | None:
+    """Why an image fails its spec (None: it passes), the first that applies of FAILURES: nothing found; an object
+    that is no drawn shape; the right colours and kinds in the wrong numbers; a wrong colour or kind; for a position, the right two
+    objects in the wrong relation."""
+    spec = _spec(spec)
+    if _satisfies(spec, found):
+        return None
+    if not found:
+        return "no shape"
+    if any(o["kind"] == "unrecognised" for o in found):
+        return "unrecognised shape"
+    if {(o["colour"], o["kind"]) for o in found} == {tuple(o) for o in spec.objects}:
+        return "relation" if spec.category == "position" and len(found) == 2 else "count"
+    return "colour or kind"
+
+
 def describe(found: list[dict], spec: Spec | None = None, image_size: int = 32) -> str:
     """The objects `detect_objects` found, in words ("two green triangles and a yellow blob"), an object that is no
     shape with the reason (its size, else its outline); for a position spec whose two objects were both found once,
@@ -153,6 +172,27 @@ def shape_fit(found: list[dict]) -> float:
     shape (fit_shape; 0 for an object of no drawn size), 0 for an image with none. Real images: ≥ 0.94 per object.
     A graded diagnostic for models below the strict score: a blob reads ~0.6–0.8, patch fragments ~0.3."""
     return float(np.mean([o["fit"] for o in found])) if found else 0.0
+
+
+def per_image(images, specs) -> pd.DataFrame:
+    """One row per image: its category, whether it passes, why not (`failure`) and what was found (`describe`)."""
+    rows = []
+    for im, s in zip(images, specs):
+        spec, img = _spec(s), to_uint8(im)
+        found = detect_objects(img)
+        rows.append({"category": spec.category, "correct": _satisfies(spec, found), "failure": failure(spec, found),
+                     "found": describe(found, spec, img.shape[0])})
+    return pd.DataFrame(rows)
+
+
+def failure_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per category (and overall, the mean of the categories as in `score`): the fraction of images failing for
+    each reason of FAILURES; with the score, each row sums to 1."""
+    counts = pd.crosstab(rows["category"], rows["failure"].fillna("passes"), normalize="index")
+    table = counts.reindex(index=[c for c in CATEGORIES if c in counts.index],
+                           columns=["passes", *FAILURES], fill_value=0.0)
+    table.loc["overall"] = table.mean()
+    return table
 
 
 def score(images, specs) -> pd.DataFrame:

@@ -166,3 +166,30 @@ def test_reading_says_in_words_what_the_check_decided():
     assert reading(circle, smear) == (False, "a red blob")
     assert reading(circle, np.zeros((32, 32, 3), np.uint8)) == (False, "no shape")
     assert reading(circle, torch.zeros(3, 32, 32) - 1.0) == (False, "no shape")  # model scaling too
+
+
+def test_failures_name_the_first_reason_and_the_table_adds_up_to_the_score():
+    from analysis.shapes_eval import failure, failure_table, per_image
+    from ntm_core.data.shapes import spec_of_caption
+
+    rng = np.random.default_rng(4)
+    left = spec_of_caption("a red circle to the left of a blue square")
+    img, _ = render(left, rng)
+    swapped_spec = spec_of_caption("a red circle to the right of a blue square")
+    assert failure(left, detect_objects(img)) is None
+    assert failure(swapped_spec, detect_objects(img)) == "relation"
+    two, _ = render(spec_of_caption("two red circles"), rng)
+    assert failure(spec_of_caption("three red circles"), detect_objects(two)) == "count"
+    assert failure(spec_of_caption("two blue circles"), detect_objects(two)) == "colour or kind"
+    smear = np.zeros((32, 32, 3), np.uint8)
+    smear[8:20, 8:11] = COLORS["red"]
+    assert failure(spec_of_caption("a red circle"), detect_objects(smear)) == "unrecognised shape"
+    assert failure(spec_of_caption("a red circle"), []) == "no shape"
+    images = [img, img, two, smear]
+    specs = [left, swapped_spec, spec_of_caption("two red circles"), spec_of_caption("a red circle")]
+    rows = per_image(images, specs)
+    assert rows["correct"].tolist() == [True, False, True, False]
+    assert rows["failure"].fillna("passes").tolist() == ["passes", "relation", "passes", "unrecognised shape"]
+    table = failure_table(rows)
+    assert np.allclose(table.sum(axis=1), 1.0)
+    assert np.allclose(table["passes"], score(images, specs)["score"].reindex(table.index)), (table, score(images, specs))
