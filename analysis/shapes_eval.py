@@ -110,8 +110,8 @@ FAILURES = ("no shape", "unrecognised shape", "count", "colour or kind", "relati
 
 def failure(spec: Spec | dict, found: list[dict]) -> str | None:
     """Why an image fails its spec (None: it passes), the first that applies of FAILURES: nothing found; an object
-    that is no drawn shape; the right colours and kinds in the wrong numbers; a wrong colour or kind; for a position, the right two
-    objects in the wrong relation."""
+    that is no drawn shape; the right colours and kinds in the wrong numbers; a wrong colour or kind; for a
+    position, the right two objects in the wrong relation."""
     spec = _spec(spec)
     if _satisfies(spec, found):
         return None

@@ -201,7 +201,7 @@ PYEOF
     esac  # name:its arguments, ':' for ' ' 
     { for s in $scores; do
       [ -f runs/score-${s%%:*}$VARIANT.json ] || $PY -m analysis.score_model runs/${job#*:}/pipeline ${SCORE_ARGS:-} \
-        $(tr ':' ' ' <<< "${s#*:}") --out runs/score-${s%%:*}$VARIANT 2>&1 | grep -A7 "^# " ||
+        --failures $(tr ':' ' ' <<< "${s#*:}") --out runs/score-${s%%:*}$VARIANT 2>&1 | grep -A7 "^# " ||
         echo "scoring ${s%%:*}$VARIANT failed"
     done  # and for the backbone, where it fails if it does: x̂₀ error and seams by noise level
     [ $DATA:${job%%:*} != shapes:fm ] || [ -f runs/denoise-fm.json ] || $PY -m analysis.denoising_error --no-plot \

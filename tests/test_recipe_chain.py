@@ -55,6 +55,8 @@ def test_the_default_chain_trains_scores_exports_and_resumes(tmp_path):
     for name in ("ntm4-score-t1", "ntm4-score-t05", "ntm4-score-t0", "ntm4-learned-t1"):
         rows = json.loads((repo / f"runs/score-{name}.json").read_text())
         assert rows, name
+        failures = json.loads((repo / f"runs/score-{name}-failures.json").read_text())["rows"]  # and why they fail
+        assert failures[-1]["category"] == "overall" and "relation" in failures[-1], name
     # the bundle: the default's folder with its learned denoiser, and no backbone export (FM_PIPELINE: not trained)
     index = json.loads((repo / "bundles/ntm-shapes32/model_index.json").read_text())
     assert index.get("denoiser") and index["denoiser"][0], index

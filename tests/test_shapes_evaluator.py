@@ -192,4 +192,4 @@ def test_failures_name_the_first_reason_and_the_table_adds_up_to_the_score():
     assert rows["failure"].fillna("passes").tolist() == ["passes", "relation", "passes", "unrecognised shape"]
     table = failure_table(rows)
     assert np.allclose(table.sum(axis=1), 1.0)
-    assert np.allclose(table["passes"], score(images, specs)["score"].reindex(table.index)), (table, score(images, specs))
+    assert np.allclose(table["passes"], score(images, specs)["score"].reindex(table.index)), table
