@@ -23,14 +23,24 @@ NUMBER_WORDS = {1: "a", 2: "two", 3: "three", 4: "four", 5: "five"}
 _OFFSETS = np.arange(-0.5, 0.51, 0.25)  # sub-pixel centres tried around the box centre
 
 
+def box_side(ys: np.ndarray, xs: np.ndarray) -> int:
+    """The longer side, in px, of the box around a component's pixels."""
+    return int(max(np.ptp(ys), np.ptp(xs))) + 1
+
+
+def drawn_side(side: int, image_size: int) -> bool:
+    """Whether a box side is one the dataset draws at this image size, ± 1 px (`shape_sizes`)."""
+    lo, hi = shape_sizes(image_size)
+    return lo - 1 <= side <= hi + 1
+
+
 def fit_shape(mask: np.ndarray) -> tuple[str | None, float]:
     """(kind, IoU) of the ideal shape that overlaps the component best; kind is None when the component is no
     shape the dataset draws (its box outside the drawn sizes ± 1 px, or no kind reaching FIT_IOU)."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
-    side = max(y1 - y0, x1 - x0) + 1
-    lo, hi = shape_sizes(mask.shape[0])
-    if not lo - 1 <= side <= hi + 1:
+    side = box_side(ys, xs)
+    if not drawn_side(side, mask.shape[0]):
         return None, 0.0
     top, left = max(0, y0 - 2), max(0, x0 - 2)
     crop = mask[top : y1 + 3, left : x1 + 3]
@@ -63,9 +73,8 @@ def detect_objects(image, min_area: int = MIN_AREA) -> list[dict]:
                 continue
             ys, xs = np.nonzero(comp)
             kind, fit = fit_shape(comp)
-            side = int(max(np.ptp(ys), np.ptp(xs))) + 1  # the box's longer side, in px
             objects.append({"colour": name, "kind": kind or "unrecognised", "fit": fit, "cy": ys.mean() + 0.5,
-                            "cx": xs.mean() + 0.5, "area": area, "side": side})
+                            "cx": xs.mean() + 0.5, "area": area, "side": box_side(ys, xs)})
     return objects
 
 
@@ -100,9 +109,17 @@ def _satisfies(spec: Spec, found: list[dict]) -> bool:
 def reading(spec: Spec | dict, image) -> tuple[bool, str]:
     """(whether the image satisfies the spec, what the evaluator found, in words): the check a user sees under an
     image, e.g. (False, "a red circle and a blue square, the red circle right of the blue square")."""
+    row = _read(spec, image)
+    return row["correct"], row["found"]
+
+
+def _read(spec: Spec | dict, image) -> dict:
+    """One image against its spec: category, whether it passes, why not (`failure`), what was found (`describe`)."""
     spec, img = _spec(spec), to_uint8(image)
     found = detect_objects(img)
-    return _satisfies(spec, found), describe(found, spec, img.shape[0])
+    why = failure(spec, found)
+    return {"category": spec.category, "correct": why is None, "failure": why,
+            "found": describe(found, spec, img.shape[0])}
 
 
 FAILURES = ("no shape", "unrecognised shape", "count", "colour or kind", "relation")
@@ -130,14 +147,13 @@ def describe(found: list[dict], spec: Spec | None = None, image_size: int = 32) 
     also where the first stands relative to the second, as the check reads it."""
     if not found:
         return "no shape"
-    lo, hi = shape_sizes(image_size)
     rank = {tuple(o): i for i, o in enumerate(spec.objects)} if spec is not None else {}
     counts: dict[tuple[str, str], int] = {}
     for o in sorted(found, key=lambda o: rank.get((o["colour"], o["kind"]), len(rank))):  # the prompt's order first
         noun = o["kind"]
         if noun == "unrecognised":  # say why it is no shape: its size, or its outline
-            noun = (f"shape of {o['side']} px (the data's are {lo}–{hi})" if not lo - 1 <= o["side"] <= hi + 1
-                    else "blob")
+            noun = ("blob" if drawn_side(o["side"], image_size)
+                    else "shape of {} px (the data's are {}–{})".format(o["side"], *shape_sizes(image_size)))
         counts[(o["colour"], noun)] = counts.get((o["colour"], noun), 0) + 1
     parts = []
     for (colour, noun), n in counts.items():
@@ -176,13 +192,7 @@ def shape_fit(found: list[dict]) -> float:
 
 def per_image(images, specs) -> pd.DataFrame:
     """One row per image: its category, whether it passes, why not (`failure`) and what was found (`describe`)."""
-    rows = []
-    for im, s in zip(images, specs):
-        spec, img = _spec(s), to_uint8(im)
-        found = detect_objects(img)
-        rows.append({"category": spec.category, "correct": _satisfies(spec, found), "failure": failure(spec, found),
-                     "found": describe(found, spec, img.shape[0])})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_read(s, im) for im, s in zip(images, specs)])
 
 
 def failure_table(rows: pd.DataFrame) -> pd.DataFrame:
