@@ -24,18 +24,20 @@ from ntm_core.pipeline import NTMPipeline, load_pipeline
 from ntm_core.report import environment, report
 
 
-def score_model(pipe, steps: int, options: dict | None = None, per_category: int = 32, guidance: float = 3.0,
-                seed: int = 0, batch: int = 80, split: str = "test", categories=CATEGORIES,
-                failures: list | None = None) -> pd.DataFrame:
-    """The evaluator's table (score, colour match and shape fit per category and overall) for `pipe` at `steps`,
-    on the held-out prompts (split='train': the training prompts). `failures`, a list: gets the table of why the
-    images fail (`failure_table`), appended."""
+def eval_images(pipe, steps: int, options: dict | None = None, per_category: int = 32, guidance: float = 3.0,
+                seed: int = 0, batch: int = 80, split: str = "test", categories=CATEGORIES) -> tuple[list, list]:
+    """(images, their specs): what `pipe` draws at `steps` for the held-out prompts (split='train': the training
+    prompts), ready for the evaluator's tables (`score`, `failure_table`)."""
     prompts = eval_prompts(per_category, seed, split, categories)
     images, _ = generate(pipe, [p["caption"] for p in prompts], steps, options or {}, guidance, seed, batch)
-    images, specs = list(images.float().cpu()), [p["spec"] for p in prompts]
-    if failures is not None:
-        failures.append(failure_table(per_image(images, specs)))
-    return score(images, specs)
+    return list(images.float().cpu()), [p["spec"] for p in prompts]
+
+
+def score_model(pipe, steps: int, options: dict | None = None, per_category: int = 32, guidance: float = 3.0,
+                seed: int = 0, batch: int = 80, split: str = "test", categories=CATEGORIES) -> pd.DataFrame:
+    """The evaluator's table (score, colour match and shape fit per category and overall) for `pipe` at `steps`,
+    on the held-out prompts (split='train': the training prompts)."""
+    return score(*eval_images(pipe, steps, options, per_category, guidance, seed, batch, split, categories))
 
 
 def main(argv=None) -> None:
@@ -59,19 +61,19 @@ def main(argv=None) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(a.model).to(device)
     steps = a.steps or (4 if isinstance(pipe, NTMPipeline) else 50)
-    failures = [] if a.failures else None
     try:
-        table = score_model(pipe, steps, options, a.per_category, a.guidance, a.seed, split=a.split,
-                            categories=a.categories, failures=failures).reset_index()
+        images, specs = eval_images(pipe, steps, options, a.per_category, a.guidance, a.seed, split=a.split,
+                                    categories=a.categories)
     except (TypeError, ValueError) as e:  # an option the pipeline does not take, or a value it refuses
         ap.error(f"{a.model}: {e}")
     settings = f"{steps} steps" + (f", {options}" if options else "")
     prompts = "held-out" if a.split == "test" else "training"
     env = environment(model=a.model, steps=steps, options=options, per_category=a.per_category,
                       guidance=a.guidance, seed=a.seed, split=a.split, categories=a.categories)
-    report(table, f"{a.model} at {settings} on the {prompts} prompts", env, a.out, digits=3)
-    if failures:
-        report(failures[0].reset_index(), "why images fail (fraction of each category's images; with 'passes', "
+    report(score(images, specs).reset_index(), f"{a.model} at {settings} on the {prompts} prompts", env, a.out,
+           digits=3)
+    if a.failures:
+        report(failure_table(per_image(images, specs)).reset_index(), "why images fail (fraction of each category's images; with 'passes', "
                "each row sums to 1)", env, a.out and f"{a.out}-failures", digits=3)
 
 
