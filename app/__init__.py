@@ -14,10 +14,11 @@ INTRO = ("1–4-step text-to-image where every step is a conditional normalizing
          "has an **exact likelihood** (arXiv 2605.08078). The default `ntm-shapes32` is NTM initialised from the "
          "flow-matching backbone `fm-shapes32` (10 H100-minutes) and not finetuned yet: at 4 steps the project's "
          "evaluator accepts 71–77 % of its samples on held-out prompts (FM at 50 Euler steps 81 %, real images "
-         "100 %); positions ('left of', 'above') are its weakest part. It samples on a grid with more steps at high "
-         "noise and computes likelihoods on the uniform one, each the better of the two for its job. Its learned "
-         "denoiser is pending, so its final step is score denoising. Measured numbers are in each model card in "
-         "`assets/`.")
+         "100 %); positions ('left of', 'above') are its weakest part. Generate keeps, of 4 trajectories per image, the "
+         "one of highest exact log p(τ | prompt): 79 % accepted (Advanced settings, 'Candidates per image'; 1 = a "
+         "plain sample). It samples on a grid with more steps at high noise and computes likelihoods on the uniform "
+         "one, each the better of the two for its job. Its learned denoiser is pending, so its final step is score "
+         "denoising. Measured numbers are in each model card in `assets/`.")
 CSS = """.gradio-container {max-width: 1280px !important}
 #gen-gallery img, .pixelated img {image-rendering: pixelated}"""  # native 32 px images, enlarged without blur
 QUEUE = dict(default_concurrency_limit=2, max_size=64)  # model work shares one limit of 2 (widgets.MODEL_WORK)

@@ -14,7 +14,7 @@ from analysis.shapes_eval import reading
 from ntm_core.data.shapes import spec_of_caption
 from ntm_core.pipeline import NTMPipeline, default_final_step
 
-from .registry import trajectory_lengths
+from .registry import CANDIDATES_RANGE, trajectory_lengths
 from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, guidance_problem, guidance_slider, guidance_update,
                       model_picker, model_problem, number_problem, pick_seed, prompt_problem, raise_problems,
                       seed_inputs, seed_problem, user_errors, validator, vocabulary_note)
@@ -22,6 +22,9 @@ from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, guidance_problem, g
 FINAL = [("learned denoiser (fast)", "learned"), ("score denoising (exact score, slow)", "score"),
          ("none (x at t_min)", "none")]
 NTM_STEPS, FM_STEPS = 4, 50  # the bundled NTMs train at K ≤ 4; the flow-matching baseline is an Euler ODE solver
+CANDIDATES = 1  # an API call that names none: plain samples (the slider starts at the model's measured best)
+CANDIDATES_INFO = ("per image, draw this many and keep the one the model finds most likely (exact log p(τ | prompt)); "
+                   "C times the work")
 EXAMPLE_SEED = 0
 
 
@@ -30,7 +33,8 @@ def final_choices(info) -> list[tuple[str, str]]:
     return FINAL if info.has_denoiser else FINAL[1:]
 
 
-def problems(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final) -> list:
+def problems(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final,
+             candidates=CANDIDATES) -> list:
     """One entry per input of the Generate event (None = fine), in the event's input order."""
     model_issue = model_problem(registry, model)
     info = registry.info(model) if model_issue is None else None
@@ -40,25 +44,30 @@ def problems(registry, prompt, model, steps, guidance, temperature, seed, random
     elif info is not None and info.is_ntm and final == "learned" and not info.has_denoiser:
         final_problem = f"{model} has no learned denoiser: pick score or none"
     max_steps = NTM_STEPS if info is None or info.is_ntm else FM_STEPS
+    # flow matching ignores it, as it ignores temperature (the slider is disabled for it; an API call may send it)
+    candidates_problem = number_problem(candidates, *CANDIDATES_RANGE, "Candidates", integer=True)
     return [prompt_problem(prompt), model_issue,
             number_problem(steps, 1, max_steps, "Steps", integer=True),
             guidance_problem(guidance),
             number_problem(temperature, 0.0, 1.5, "Temperature"),
-            seed_problem(seed, randomize), None, number_problem(count, 1, 8, "Images", integer=True), final_problem]
+            seed_problem(seed, randomize), None, number_problem(count, 1, 8, "Images", integer=True), final_problem,
+            candidates_problem]
 
 
 def draw(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, temperature: float,
-         final: str | None):
+         final: str | None, candidates: int = CANDIDATES):
     """One image per (prompt, seed), in one batched call: PIL images at the model's resolution and their captions.
     Each image has its own generator, so image i is the image its seed draws alone. final None: the model's
-    default final step."""
+    default final step. candidates > 1 (an NTM): each image is the most likely of that many trajectories."""
     kw = dict(num_inference_steps=int(steps), guidance_scale=float(guidance),
               generator=[torch.Generator().manual_seed(s) for s in seeds])
     if isinstance(pipe, NTMPipeline):
-        out = pipe(prompts, temperature=float(temperature), denoise=final, return_log_prob=True, **kw)
+        out = pipe(prompts, temperature=float(temperature), denoise=final, return_log_prob=True,
+                   num_candidates=int(candidates), **kw)
         bits = out.nll.bits_per_dim.tolist()
+        best = f" · best of {int(candidates)}" if int(candidates) > 1 else ""
         # the number first: a thumbnail's caption is cut after about 24 characters
-        captions = [f"τ: {bpd:.3f} bits/dim · seed {s}" for s, bpd in zip(seeds, bits)]
+        captions = [f"τ: {bpd:.3f} bits/dim · seed {s}{best}" for s, bpd in zip(seeds, bits)]
     else:
         out = pipe(prompts, **kw)
         captions = [f"seed {s}" for s in seeds]
@@ -95,16 +104,18 @@ def evaluator_note(checks: list, labels: list[str], dataset: str | None) -> str:
             + (" What it found in the others:\n" + "".join(f"\n- {m}" for m in misses) if misses else ""))
 
 
-def generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final):
+def generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final,
+                    candidates=CANDIDATES):
     """All images in one batched pipeline call (one generator per seed); the gallery shows gradio's timer meanwhile.
     (No gr.Progress here: with a single progress(0, …) call, the next click's validation message never appeared
     in Chromium with gradio 6.31 — tests/test_app_browser.py.)"""
-    raise_problems(problems(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final))
+    raise_problems(problems(registry, prompt, model, steps, guidance, temperature, seed, randomize, count, final,
+                            candidates))
     pipe = registry.get(model)
     seed = pick_seed(seed, randomize)
     folder, start = OUTPUTS.new_folder(), time.perf_counter()
     seeds = list(range(seed, seed + int(count)))
-    drawn, captions = draw(pipe, [prompt] * len(seeds), seeds, steps, guidance, temperature, final)
+    drawn, captions = draw(pipe, [prompt] * len(seeds), seeds, steps, guidance, temperature, final, candidates)
     dt = time.perf_counter() - start
     dataset = registry.info(model).dataset
     checks = evaluator_readings(dataset, [prompt] * len(seeds), drawn)
@@ -119,6 +130,10 @@ def generate_images(registry, prompt, model, steps, guidance, temperature, seed,
                  "trajectory under the model that drew it (the guided one when guidance ≠ 1), from the sampler's own "
                  "noise — no extra pass. The steps, noise to image: t = "
                  + " → ".join(f"{t:.3g}" for t in pipe.scheduler.sampling_grid(int(steps)).flip(0).tolist()) + ".")
+        if int(candidates) > 1:
+            note += (f"  \n**Best of {int(candidates)}:** each image is, of {int(candidates)} trajectories its seed "
+                     "draws, the one the model finds most likely: the highest exact log p(τ | prompt) of the model "
+                     "without guidance. A selection, not a sample of the model; τ is still the kept trajectory's.")
     return images, note + evaluator_note(checks, [f"seed {s}" for s in seeds], dataset), seed
 
 
@@ -142,7 +157,7 @@ class ExampleGrid:
                 folder = OUTPUTS.new_folder()
                 prompts = info.examples[:8]
                 images, _ = draw(pipe, prompts, [EXAMPLE_SEED] * len(prompts), steps, info.guidance_scale, 1.0,
-                                 None) if prompts else ([], [])
+                                 None, info.num_candidates) if prompts else ([], [])
                 checks = evaluator_readings(info.dataset, prompts, images)
                 self._grids[key] = ([(OUTPUTS.png(folder, image, f"{prompt}-seed{EXAMPLE_SEED}"),
                                       f"{mark(check)}example · {prompt}")
@@ -154,9 +169,11 @@ class ExampleGrid:
 def controls(registry, model):
     """The Generate tab's controls for one model: what it ignores is disabled, with the reason."""
     if model_problem(registry, model) is not None:
-        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
     info = registry.info(model)
     if not info.is_ntm:
+        candidates = gr.update(interactive=False, value=1,
+                               info="flow matching has no exact likelihood per image to rank candidates by")
         final = gr.update(choices=FINAL, value="none", interactive=False,
                           info="flow matching ends with its last Euler step: there is no final step to choose")
         temperature = gr.update(interactive=False, value=1.0,
@@ -168,7 +185,10 @@ def controls(registry, model):
         temperature = gr.update(interactive=True, info="scales the predictor's σ (1 = the model's density)")
         lengths = trajectory_lengths(registry.folder(model))  # what its training says, as on the Likelihood tab
         steps = gr.update(maximum=NTM_STEPS, value=NTM_STEPS, info="NTM steps" + (f": {lengths}" if lengths else ""))
-    return final, temperature, steps, gr.update(samples=[[p] for p in info.examples]), guidance_update(registry, model)
+        measured = " (this model's measured best)" if info.num_candidates != CANDIDATES else ""
+        candidates = gr.update(interactive=True, value=info.num_candidates, info=CANDIDATES_INFO + measured)
+    examples = gr.update(samples=[[p] for p in info.examples])
+    return final, temperature, steps, examples, guidance_update(registry, model), candidates
 
 
 def build(registry, demo: gr.Blocks):
@@ -203,28 +223,33 @@ def build(registry, demo: gr.Blocks):
                         seed, randomize = seed_inputs(randomize=True)
                     final = gr.Radio(FINAL, value=default_final_step(info is None or info.has_denoiser),
                                      label="Final step")
-        inputs = [prompt, model, steps, guidance, temperature, seed, randomize, count, final]
+                    candidates = gr.Slider(*CANDIDATES_RANGE, value=info.num_candidates if info else CANDIDATES,
+                                           step=1, label="Candidates per image", info=CANDIDATES_INFO)
+        inputs = [prompt, model, steps, guidance, temperature, seed, randomize, count, final, candidates]
 
         @gpu(duration=GPU_SECONDS["generate"])
         @user_errors
-        def generate(prompt, model, steps, guidance, temperature, seed, randomize, count, final):
+        def generate(prompt, model, steps, guidance, temperature, seed, randomize, count, final,
+                     candidates=CANDIDATES):
             return generate_images(registry, prompt, model, steps, guidance, temperature, seed, randomize, count,
-                                   final)
+                                   final, candidates)
 
         gr.on([run.click, prompt.submit], generate, inputs, [gallery, note, seed], api_name="generate",
               validator=validator(problems, registry), show_progress_on=[gallery], **MODEL_WORK)
         examples.click(lambda sample: sample[0], examples, prompt, api_name=False, queue=False).then(
             generate, inputs, [gallery, note, seed], api_name=False, show_progress_on=[gallery], **MODEL_WORK)
         gr.on([demo.load, model.change], lambda m: controls(registry, m), model,
-              [final, temperature, steps, examples, guidance], api_name=False, queue=False)
+              [final, temperature, steps, examples, guidance, candidates], api_name=False, queue=False)
         gr.on([prompt.change, model.change], lambda p, m: vocabulary_note(registry, p, m), [prompt, model], vocab,
               api_name=False, queue=False, show_progress="hidden")
 
         @gpu(duration=GPU_SECONDS["generate"])
         def show_examples(model):
             grid_items, verdicts = grid(model)
-            text = (f"What `{model}` draws for its example prompts (seed {EXAMPLE_SEED}, default settings). Type a "
-                    "prompt and press Enter, or click an example." + verdicts if grid_items else "")
+            c = registry.info(model).num_candidates if grid_items else 1
+            best = f", each the most likely of {c} by its exact log p(τ | prompt)" if c > 1 else ""
+            text = (f"What `{model}` draws for its example prompts (seed {EXAMPLE_SEED}, default settings{best}). "
+                    "Type a prompt and press Enter, or click an example." + verdicts if grid_items else "")
             return grid_items, text
 
         gr.on([demo.load, model.change], show_examples, model, [gallery, note], api_name=False,

@@ -23,20 +23,24 @@ def main() -> None:
     ap.add_argument("--prompt", default="a red circle to the left of a blue square")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--candidates", type=int, default=None,
+                    help="candidates per image (default: the model's, where the Generate tab starts)")
     ap.add_argument("--out", default="results/app_latency")
     a = ap.parse_args()
 
     registry = Registry()
+    info = registry.info(a.model)
+    candidates = a.candidates or info.num_candidates
     rows = []
-    for _, final in final_choices(registry.info(a.model)):
-        generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, 0, False, 1, final)
+    for _, final in final_choices(info):
+        generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, 0, False, 1, final, candidates)
         secs = []
         for r in range(a.repeats):
             start = time.perf_counter()
-            generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, r, False, 1, final)
+            generate_images(registry, a.prompt, a.model, a.steps, 3.0, 1.0, r, False, 1, final, candidates)
             secs.append(time.perf_counter() - start)
-        rows.append({"model": a.model, "steps": a.steps, "final step": final, "median s / image": np.median(secs),
-                     "max s / image": max(secs)})
+        rows.append({"model": a.model, "steps": a.steps, "final step": final, "candidates": candidates,
+                     "median s / image": np.median(secs), "max s / image": max(secs)})
     report(pd.DataFrame(rows), "one image through the app's generate path",
            environment(repeats=a.repeats, prompt=a.prompt), a.out)
 

@@ -22,6 +22,7 @@ ASSETS = os.path.join(ROOT, "assets")
 DEFAULT_MODEL = "ntm-shapes32"
 DEFAULT_GUIDANCE = 3.0  # the shapes models' best (0.769 at 3, 0.762 at 2, 0.675 at 5: README "Where the steps go")
 GUIDANCE_RANGE = (1.0, 8.0)  # the sliders' range
+CANDIDATES_RANGE = (1, 8)  # Generate's candidates per image (best of C by the exact log p(τ | prompt))
 SAMPLING_DEFAULTS = "sampling_defaults.json"  # a model folder's measured best settings for the app's controls
 
 
@@ -70,6 +71,7 @@ class ModelInfo:
     dataset: str | None = None
     vocabulary: frozenset[str] | None = field(default=None, repr=False)
     guidance_scale: float = DEFAULT_GUIDANCE  # where the app's guidance slider starts for this model
+    num_candidates: int = 1  # where Generate's candidates slider starts (an NTM's measured best; 1 = plain samples)
 
     def can(self, kind: str | None) -> bool:
         """Whether the model can do a tab's job: None = any, "ntm" = exact likelihood, "denoiser" = an NTM with a
@@ -110,7 +112,9 @@ def model_info(label: str, folder: str) -> ModelInfo:
     dataset = data.get("kind") if isinstance(data, dict) else None
     return ModelInfo(label, is_ntm, has_denoiser=bool(is_ntm and (index.get("denoiser") or [None])[0]),
                      gaussian_only=bool(is_ntm and transporter.get("num_blocks", 1) == 0), dataset=dataset,
-                     vocabulary=caption_vocabulary(dataset), guidance_scale=default_guidance(folder))
+                     vocabulary=caption_vocabulary(dataset), guidance_scale=default_guidance(folder),
+                     num_candidates=int(sampling_default(folder, "num_candidates", CANDIDATES_RANGE, 1, integer=True))
+                     if is_ntm else 1)
 
 
 def trajectory_lengths(folder: str) -> str:
@@ -138,14 +142,18 @@ def trajectory_lengths(folder: str) -> str:
     return f"trained at K = {', '.join(str(k) for k in ks)} (other K: exact, but steps it never trained at)"
 
 
+def sampling_default(folder: str, key: str, bounds: tuple, fallback: float, integer: bool = False) -> float:
+    """A folder's measured best setting `key` (sampling_defaults.json), else `fallback`; a value the sliders cannot
+    show (outside `bounds`, not a number, not whole where `integer`), or an unreadable file, falls back too."""
+    value = read_json(os.path.join(folder, SAMPLING_DEFAULTS)).get(key)
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]
+          and (not integer or value == int(value)))
+    return float(value) if ok else fallback
+
+
 def default_guidance(folder: str) -> float:
-    """The folder's measured best guidance scale (sampling_defaults.json), else DEFAULT_GUIDANCE; a value the
-    sliders cannot show, or an unreadable file, falls back too."""
-    data = read_json(os.path.join(folder, SAMPLING_DEFAULTS))
-    value = data.get("guidance_scale")
-    lo, hi = GUIDANCE_RANGE
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi
-    return float(value) if ok else DEFAULT_GUIDANCE
+    """The folder's measured best guidance scale, else DEFAULT_GUIDANCE (`sampling_default`)."""
+    return sampling_default(folder, "guidance_scale", GUIDANCE_RANGE, DEFAULT_GUIDANCE)
 
 
 class Registry:

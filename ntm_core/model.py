@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -21,6 +21,12 @@ from .predictor import Predictor
 from .score_denoising import score_denoise
 from .trajectory import LN2, LOG_2PI, TrajectorySchedule, dequantize, forward_log_prob, sample_trajectory
 from .transporter import Transporter
+
+
+def _rows(item, index: torch.Tensor):
+    """The same dataclass with only the batch rows `index` of every batched tensor; the grid is shared by the rows."""
+    return replace(item, **{f.name: getattr(item, f.name)[index] for f in fields(item)
+                            if f.name != "grid" and isinstance(getattr(item, f.name), torch.Tensor)})
 
 
 # TrajectoryNLL.parts_bits_per_dim's table: one row per reverse step, then the prior's
@@ -92,6 +98,9 @@ class TrajectoryNLL:
         """log p(τ) in nats: [B]."""
         return -self.total
 
+    def rows(self, index: torch.Tensor) -> "TrajectoryNLL":
+        return _rows(self, index)
+
     def parts_bits_per_dim(self, index: int | None = 0):
         """A pandas table of −log p(x_s | history) per reverse step of trajectory `index` (None: the batch mean), in
         bits per image dimension, split into its parts (base ½‖z‖², Σ log σ, −log|det J_T|, the Gaussian constant),
@@ -126,11 +135,17 @@ class LatentTrajectory:
     mu: torch.Tensor
     log_sigma: torch.Tensor
     z: torch.Tensor
+    # guided sampling only: each step's Gaussian under the prompt without guidance (the conditional model's own)
+    unguided_mu: torch.Tensor | None = None
+    unguided_log_sigma: torch.Tensor | None = None
 
     @property
     def u_final(self) -> torch.Tensor:
         """The u-space state at t_0: what the transporter's inverse, or the learned denoiser, turns into an image."""
         return self.u[:, 0]
+
+    def rows(self, index: torch.Tensor) -> "LatentTrajectory":
+        return _rows(self, index)
 
 
 @dataclass
@@ -148,10 +163,15 @@ class NTMSample:
     sigma: torch.Tensor | None = None
     z: torch.Tensor | None = None
     nll: TrajectoryNLL | None = None  # −log p(τ) of each sampled trajectory, from the sampler's own draws
+    unguided_nll: TrajectoryNLL | None = None  # −log p(τ | prompt) of the conditional model without guidance
 
     @property
     def log_prob(self) -> torch.Tensor | None:
         return None if self.nll is None else self.nll.log_prob
+
+    def rows(self, index: torch.Tensor) -> "NTMSample":
+        return replace(_rows(self, index), nll=None if self.nll is None else self.nll.rows(index),
+                       unguided_nll=None if self.unguided_nll is None else self.unguided_nll.rows(index))
 
 
 def _repeat(text: TextEmbedding | None, n: int) -> TextEmbedding | None:
@@ -289,12 +309,13 @@ class NTM(nn.Module):
         guided = is_guided(text, guidance_scale)
         ptext = with_null(text) if guided else text
         cache = self.predictor.new_cache()
-        us, mus, log_sigmas, zs = [u], [], [], []
+        us, mus, log_sigmas, zs, unguided = [u], [], [], [], []
         for k in range(num_steps, 0, -1):
             src = torch.cat([u, u]) if guided else u
             mu, log_sigma, _ = self.predictor(src[:, None], grid[k], grid[k - 1], ptext, cache=cache)
             mu, log_sigma = mu[:, 0].to(u.dtype), log_sigma[:, 0].to(u.dtype)
-            if guided:
+            if guided:  # the prompt half is the conditional model's own step: kept for its density
+                unguided.append((mu.chunk(2)[0], log_sigma.chunk(2)[0]))
                 mu, log_sigma = guide(mu, guidance_scale), guide(log_sigma, guidance_scale)
             if k > first:  # a given step: the trajectory's own next state, and the z that reaches it
                 u = given[:, k - 1]
@@ -304,7 +325,9 @@ class NTM(nn.Module):
                 u = mu + torch.exp(log_sigma) * z
             us.append(u), mus.append(mu), log_sigmas.append(log_sigma), zs.append(z)
         return LatentTrajectory(grid=grid, x1=x1, u=torch.stack(us[::-1], dim=1), mu=torch.stack(mus, 1),
-                                log_sigma=torch.stack(log_sigmas, 1), z=torch.stack(zs, 1))
+                                log_sigma=torch.stack(log_sigmas, 1), z=torch.stack(zs, 1),
+                                unguided_mu=torch.stack([m for m, _ in unguided], 1) if guided else None,
+                                unguided_log_sigma=torch.stack([s for _, s in unguided], 1) if guided else None)
 
     def _given_states(self, start_from, shape, num_steps: int, text):
         """(u of every given state [B, K+1, ...] or None, the step the sampler starts at: K when nothing is given)."""
@@ -329,7 +352,8 @@ class NTM(nn.Module):
         every state in one batched inverse, and `nll`, the exact −log p(τ) of the sampled trajectory assembled from
         the sampler's own prior draw, z and log σ and the log-dets the inverse returns (no extra network pass): the
         density of the model that drew it (the guided one when guidance_scale ≠ 1); temperature changes τ, not the
-        density."""
+        density. A guided sample also gets `unguided_nll`, the density of the conditional model without guidance,
+        from the prompt half of the sampler's own predictor passes (again no extra pass); unguided, that is `nll`."""
         grid, u = latents.grid, latents.u
         if not trajectory:
             return NTMSample(images=self.transporter.inverse(latents.u_final, grid[0], text), grid=grid)
@@ -338,10 +362,16 @@ class NTM(nn.Module):
                                                  return_logdet=True)
         x_all, logdet = x_all.unflatten(0, (b, n)), logdet.unflatten(0, (b, n))
         # the prior at the sampler's own draw x_1; log-dets at the targets t_{K−1}..t_0
-        nll = self._assemble(latents.z, latents.log_sigma, logdet[:, :-1].flip(1), latents.x1, x_all, grid,
+        targets = logdet[:, :-1].flip(1)
+        nll = self._assemble(latents.z, latents.log_sigma, targets, latents.x1, x_all, grid,
                              self.schedule.dequantization_width)
+        unguided_nll = nll
+        if latents.unguided_mu is not None:  # the same targets u_{t_{K−1}..t_0} under the unguided Gaussians
+            z = (u[:, :-1].flip(1) - latents.unguided_mu) * torch.exp(-latents.unguided_log_sigma)
+            unguided_nll = self._assemble(z, latents.unguided_log_sigma, targets, latents.x1, x_all, grid,
+                                        self.schedule.dequantization_width)
         return NTMSample(images=x_all[:, 0], grid=grid, u=u, x=x_all, mu=latents.mu,
-                         sigma=torch.exp(latents.log_sigma), z=latents.z, nll=nll)
+                         sigma=torch.exp(latents.log_sigma), z=latents.z, nll=nll, unguided_nll=unguided_nll)
 
     def sample(self, batch_size: int | None = None, text: TextEmbedding | None = None, num_steps: int = 4,
                guidance_scale: float = 1.0, temperature: float = 1.0,

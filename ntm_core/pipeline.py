@@ -67,6 +67,7 @@ class GenerationOutput(BaseOutput):
     trajectory: NTMSample | None = None
     log_prob: torch.Tensor | None = None
     nll: TrajectoryNLL | None = None
+    candidate_log_prob: torch.Tensor | None = None  # num_candidates > 1: log p(τ | prompt) of every candidate [B, C]
 
 
 class _TextToImagePipeline(DiffusionPipeline):
@@ -155,24 +156,37 @@ class NTMPipeline(_TextToImagePipeline):
                  temperature: float = 1.0, generator: torch.Generator | list[torch.Generator] | None = None,
                  denoise: str | None = None, output_type: str = "pil", return_trajectory: bool = False,
                  num_images_per_prompt: int = 1, batch_size: int | None = None,
-                 return_log_prob: bool = False) -> GenerationOutput:
+                 return_log_prob: bool = False, num_candidates: int = 1) -> GenerationOutput:
         """denoise, the final step: 'learned' (the self-distilled denoiser on u at t_min: no inverse, no gradient),
         'score' (Tweedie with the exact trajectory score), 'none' (x at t_min as sampled). Default: learned if the
         folder has a denoiser, else score.
 
         return_log_prob: the exact log p(τ) of each sampled trajectory (of the guided model when
         guidance_scale ≠ 1), from the sampler's own z, log σ and the inverse's log-dets: no extra network pass,
-        but every step's state is inverted (the learned denoiser alone would invert none)."""
+        but every step's state is inverted (the learned denoiser alone would invert none).
+
+        num_candidates: draw this many trajectories per image and keep the one the model finds most likely, by the
+        exact log p(τ | prompt) of the conditional model without guidance (`candidate_log_prob`, [B, num_candidates]);
+        the final step runs on the kept ones only. The images are then a selection, no longer samples of the model.
+        With a list of generators, image i's candidates all come from generator i (so image i is still what a
+        single call with generator i draws)."""
         denoise = self.final_step(denoise)
         self.check_output_type(output_type)
+        if not isinstance(num_candidates, int) or num_candidates < 1:
+            raise ValueError(f"num_candidates must be a whole number ≥ 1, got {num_candidates!r}")
         text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size)
         generator = self.check_generators(generator, n)
         start = time.perf_counter()
         model = self.ntm
-        latents = model.sample_latents(n, text, num_inference_steps, guidance_scale, temperature, generator)
-        # the one place the final step is decided: what to invert, then what turns the sample into an image
         whole = return_trajectory or return_log_prob or denoise == "score"
-        decoded = model.decode(latents, text, trajectory=whole) if whole or denoise == "none" else None
+        ranked = None
+        if num_candidates == 1:
+            latents = model.sample_latents(n, text, num_inference_steps, guidance_scale, temperature, generator)
+            decoded = model.decode(latents, text, trajectory=whole) if whole or denoise == "none" else None
+        else:
+            latents, decoded, ranked = self._most_likely(model, text, n, num_candidates, num_inference_steps,
+                                                         guidance_scale, temperature, generator)
+        # the one place the final step is decided: what turns the sample into an image
         if denoise == "learned":
             images = self.denoiser(latents.u_final, text)
         elif denoise == "score":
@@ -183,7 +197,21 @@ class NTMPipeline(_TextToImagePipeline):
         nll = decoded.nll if return_log_prob else None
         return GenerationOutput(images=self.postprocess(images, output_type), seconds=seconds,
                                 trajectory=decoded if return_trajectory else None,
-                                log_prob=None if nll is None else nll.log_prob, nll=nll)
+                                log_prob=None if nll is None else nll.log_prob, nll=nll, candidate_log_prob=ranked)
+
+    def _most_likely(self, model: NTM, text, n: int, c: int, steps: int, guidance_scale: float, temperature: float,
+                     generator):
+        """c candidate trajectories per image in one batch, each decoded whole; keeps per image the one of highest
+        exact log p(τ | prompt) without guidance (`unguided_nll`: from the sampler's own passes, none extra).
+        → (kept latents, kept decoded sample, every candidate's log p(τ | prompt) [n, c])."""
+        text_c = None if text is None else text.repeat_interleave(c)
+        if isinstance(generator, list):  # image i's candidates: rows i·c … i·c + c − 1, all from generator i
+            generator = [g for g in generator for _ in range(c)]
+        latents = model.sample_latents(n * c, text_c, steps, guidance_scale, temperature, generator)
+        candidates = model.decode(latents, text_c, trajectory=True)
+        ranked = candidates.unguided_nll.log_prob.float().view(n, c)
+        keep = torch.arange(n, device=ranked.device) * c + ranked.argmax(1)
+        return latents.rows(keep), candidates.rows(keep), ranked.cpu()
 
     def final_step(self, denoise: str | None) -> str:
         """The final step a call runs: the one asked for, or the folder's default (learned if it has a denoiser)."""

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from .browser_helpers import AppServer, make_models
@@ -40,8 +41,9 @@ def _write_reference(folder):
     fit_decoder(pipe, x, prompts, 4, 0, 8).save(folder)
 
 
-def _generate(client, seed, final="learned", count=2):
-    return client.predict("a red circle", "testmodel", 4, 3.0, 1.0, seed, False, count, final, api_name="/generate")
+def _generate(client, seed, final="learned", count=2, candidates=1):
+    return client.predict("a red circle", "testmodel", 4, 3.0, 1.0, seed, False, count, final, candidates,
+                          api_name="/generate")
 
 
 def _path(item):
@@ -166,9 +168,10 @@ def test_nan_over_raw_http_is_refused(client):
     HTTP 422 before anything runs."""
     import httpx
 
-    for body in ('["a red circle", "testmodel", 4, NaN, 1.0, 1, false, 1, "learned"]',
-                 '["a red circle", "testmodel", 4, 3.0, NaN, 1, false, 1, "learned"]',
-                 '["a red circle", "testmodel", 4, 3.0, Infinity, 1, false, 1, "learned"]'):
+    for body in ('["a red circle", "testmodel", 4, NaN, 1.0, 1, false, 1, "learned", 1]',
+                 '["a red circle", "testmodel", 4, 3.0, NaN, 1, false, 1, "learned", 1]',
+                 '["a red circle", "testmodel", 4, 3.0, Infinity, 1, false, 1, "learned", 1]',
+                 '["a red circle", "testmodel", 4, 3.0, 1.0, 1, false, 1, "learned", NaN]'):
         r = httpx.post(client.src.rstrip("/") + "/gradio_api/call/generate", content='{"data": ' + body + "}",
                        headers={"content-type": "application/json"}, timeout=30)
         # NaN passes the slider's own range check (every comparison is false): our validator answers 422;
@@ -219,3 +222,20 @@ def test_a_model_trained_after_start_is_accepted(client, tmp_path):
         assert len(gallery) == 1 and "trained: late-job" in note
     finally:
         shutil.rmtree(os.path.join(runs, "late-job"))
+
+
+def test_generate_keeps_the_most_likely_of_candidates(client):
+    """Candidates per image (the last input): the note and every caption say so, and the image is the pipeline's
+    num_candidates pick for its seed."""
+    gallery, note, _ = _generate(client, 5, "none", 1, 3)
+    assert "best of 3" in gallery[0]["caption"] and "Best of 3" in note
+    plain, note1, _ = _generate(client, 5, "none", 1)
+    assert "best of" not in plain[0]["caption"] and "Best of" not in note1
+    from ntm_core.pipeline import load_pipeline
+
+    pipe = load_pipeline(os.path.join(client.runs_root, "testmodel", "pipeline"))
+    want = pipe("a red circle", num_inference_steps=4, guidance_scale=3.0, denoise="none", num_candidates=3,
+                generator=[torch.Generator().manual_seed(5)], output_type="np").images[0]
+    assert np.abs(_pixels(gallery[0]).astype(int) - np.round(want * 255).astype(int)).max() <= 1
+    with pytest.raises(Exception, match="candidates: Candidates must be between 1 and 8|400 Bad Request"):
+        _generate(client, 5, "none", 1, 9)

@@ -43,17 +43,20 @@ def test_pickers_list_only_models_that_can_do_the_job(registry):
 
 
 def test_controls_follow_the_model(registry):
-    final, temperature, steps, examples, guidance = controls(registry, "fm-shapes32")
+    final, temperature, steps, examples, guidance, candidates = controls(registry, "fm-shapes32")
     assert guidance["value"] == 3.0, "no sampling_defaults.json: the default guidance"
+    assert candidates["interactive"] is False and candidates["value"] == 1, "no exact likelihood to rank by"
     assert final["interactive"] is False and temperature["interactive"] is False, "flow matching ignores both"
     assert "no final step" in final["info"] and steps["maximum"] == 50
-    final, temperature, steps, examples, guidance = controls(registry, "ntm-mnist28")
+    final, temperature, steps, examples, guidance, candidates = controls(registry, "ntm-mnist28")
+    assert candidates["interactive"] is True and "most likely" in candidates["info"]
     assert guidance["value"] == 8.0 and "measured" in guidance["info"], "its folder's measured best"
     assert [v for _, v in final["choices"]] == ["score", "none"], "no learned denoiser: not offered"
     assert final["value"] == "score" and temperature["interactive"] is True and steps["maximum"] == 4
     assert steps["info"] == "NTM steps: trained at K = 1, 2, 4 (other K: exact, but steps it never trained at)"
     assert all("handwritten digit" in s[0] for s in examples["samples"]), "the examples follow the model"
-    final, _, steps, *_ = controls(registry, "ntm-shapes32")
+    final, _, steps, *_, candidates = controls(registry, "ntm-shapes32")
+    assert candidates["value"] == 4 and "measured best" in candidates["info"], "its sampling_defaults.json"
     assert [v for _, v in final["choices"]] == ["score", "none"] and final["value"] == "score"
     assert "finetune step 0" in steps["info"], "the default has not trained at any K yet: it is its FM model"
     final, *_ = controls(registry, "ntm-with-denoiser")
@@ -74,13 +77,13 @@ def test_the_final_step_is_checked_against_the_model(registry):
                 count=1)
     def final_problem(model, final):
         return problems(registry, args["prompt"], model, args["steps"], args["guidance"], args["temperature"],
-                        args["seed"], args["randomize"], args["count"], final)[-1]
+                        args["seed"], args["randomize"], args["count"], final)[8]  # the inputs' order
     assert "no learned denoiser" in final_problem("ntm-mnist28", "learned")
     assert "no learned denoiser" in final_problem("ntm-shapes32", "learned")
     assert final_problem("ntm-mnist28", "score") is None and final_problem("ntm-with-denoiser", "learned") is None
     assert "learned, score or none" in final_problem("ntm-with-denoiser", "learned denoiser (fast)")
     fm = problems(registry, "a red circle", "fm-shapes32", 50, 3.0, 1.0, 0, False, 1, "none")
-    assert fm == [None] * 9, "flow matching takes up to 50 Euler steps"
+    assert fm == [None] * 10, "flow matching takes up to 50 Euler steps"
 
 
 def test_output_files_are_named_and_pruned(tmp_path):
@@ -103,6 +106,16 @@ def test_a_folders_guidance_default_is_read_and_checked(tmp_path):
                            ("{not json", DEFAULT_GUIDANCE), ("[8]", DEFAULT_GUIDANCE)):
         (tmp_path / SAMPLING_DEFAULTS).write_text(text)
         assert default_guidance(str(tmp_path)) == expected, text
+
+
+def test_a_folders_candidates_default_is_read_and_checked(tmp_path):
+    from app.registry import SAMPLING_DEFAULTS, model_info
+
+    shutil.copytree(Registry().folder("ntm-mnist28"), tmp_path / "m", ignore=shutil.ignore_patterns("*.safetensors"))
+    for text, expected in (('{"num_candidates": 4}', 4), ('{"num_candidates": 2.5}', 1), ('{"num_candidates": 9}', 1),
+                           ('{"num_candidates": "4"}', 1), ('{"guidance_scale": 5}', 1)):
+        (tmp_path / "m" / SAMPLING_DEFAULTS).write_text(text)
+        assert model_info("m", str(tmp_path / "m")).num_candidates == expected, text
 
 
 def test_compare_offers_beside_a_model_only_other_models_of_its_data(registry):
@@ -211,3 +224,12 @@ def test_generate_checks_shapes_prompts_with_the_evaluator():
     assert evaluator_readings("shapes", ["a cat on a mat"], [good]) == [None]
     assert "not checked" in evaluator_note([None], ["seed 0"], "shapes")
     assert evaluator_note([None], ["seed 0"], "mnist") == ""
+
+
+def test_candidates_are_checked_against_the_model(registry):
+    def candidates_problem(model, candidates, steps=4):
+        return problems(registry, "a red circle", model, steps, 3.0, 1.0, 0, False, 1, "none", candidates)[-1]
+    assert candidates_problem("ntm-shapes32", 4) is None and candidates_problem("fm-shapes32", 1, 50) is None
+    assert candidates_problem("fm-shapes32", 4, 50) is None, "ignored, as its temperature (the slider is disabled)"
+    assert "between 1 and 8" in candidates_problem("ntm-shapes32", 9)
+    assert "whole number" in candidates_problem("ntm-shapes32", 2.5)

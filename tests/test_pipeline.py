@@ -208,3 +208,43 @@ def test_a_time_shift_swapped_into_the_scheduler_moves_every_few_step_sampler(tm
     with_shift(ntm, 3.0, trajectory=True)
     assert torch.allclose(ntm.scheduler.grid(4).double(), time_grid(4, 0.05, 3.0))
     assert (nll().bound_bits_per_dim - before).abs().max() > 1e-3, "the trajectory's grid moves the likelihood"
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_num_candidates_keeps_the_most_likely_trajectory(pipe, guidance):
+    """num_candidates=C: per image, C trajectories from that image's generator, ranked by the exact log p(τ | prompt)
+    of the unguided model (re-evaluated here on the same draws); the image and trajectory kept are the argmax's, and
+    image i of a batch is what generator i draws alone."""
+    prompts, seeds, c = ["a red circle", "two green triangles"], [3, 11], 3
+    kw = dict(num_inference_steps=3, guidance_scale=guidance, denoise="none", output_type="model")
+    out = pipe(prompts, generator=[torch.Generator().manual_seed(s) for s in seeds], num_candidates=c,
+               return_trajectory=True, return_log_prob=True, **kw)
+    assert out.candidate_log_prob.shape == (2, c) and out.images.shape[0] == 2
+    for i, (p, s) in enumerate(zip(prompts, seeds)):
+        g = torch.Generator().manual_seed(s)  # one generator for all rows: the candidates, one after another
+        each = pipe([p] * c, generator=[g] * c, return_trajectory=True, **kw)
+        text = pipe.encode_prompt([p] * c)[0]
+        ref = -pipe.ntm.trajectory_nll(each.trajectory.x, each.trajectory.grid, text).total
+        assert torch.allclose(out.candidate_log_prob[i], ref.float(), rtol=1e-4)
+        best = int(ref.argmax())
+        assert torch.allclose(out.images[i], each.images[best], atol=1e-5)
+        assert torch.allclose(out.trajectory.x[i], each.trajectory.x[best], atol=1e-5)
+        alone = pipe(p, generator=torch.Generator().manual_seed(s), num_candidates=c, **kw)
+        assert torch.allclose(alone.images[0], out.images[i], atol=1e-5)
+    assert out.candidate_log_prob.std(1).min() > 0, "the candidates differ"
+    # log_prob stays the density of the model that drew the kept trajectory (the guided one)
+    text = pipe.encode_prompt(prompts)[0]
+    drew = pipe.ntm.trajectory_nll(out.trajectory.x, out.trajectory.grid, text, guidance_scale=guidance)
+    assert ((out.log_prob + drew.total).abs() / drew.total.abs()).max() < 1e-4
+
+
+def test_num_candidates_one_is_the_plain_call_and_bad_values_are_refused(pipe):
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    kw = dict(num_inference_steps=2, guidance_scale=3.0, output_type="pt")
+    one, plain = pipe("a red circle", generator=g(), num_candidates=1, **kw), pipe("a red circle", generator=g(), **kw)
+    assert torch.equal(one.images, plain.images) and one.candidate_log_prob is None
+    learned = pipe("a red circle", generator=g(), num_candidates=2, denoise="learned", **kw)
+    assert learned.images.shape == (1, 3, 16, 16) and learned.candidate_log_prob.shape == (1, 2)
+    for bad in (0, -1, 2.5, "4"):
+        with pytest.raises(ValueError, match="num_candidates"):
+            pipe("a red circle", num_candidates=bad, **kw)

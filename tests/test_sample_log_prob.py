@@ -19,8 +19,11 @@ def test_sampler_log_prob_equals_trajectory_nll(markov, guidance, temperature):
     for part in ("base", "log_sigma", "logdet", "prior", "forward_log_q"):
         assert torch.allclose(getattr(out.nll, part), getattr(ref, part), rtol=1e-8, atol=1e-8), part
     assert torch.allclose(out.log_prob, -ref.total, rtol=1e-10)
+    # the conditional model's own density (no guidance), from the prompt half of the sampler's passes
+    plain = model.trajectory_nll(out.x, out.grid, text)
+    for part in ("base", "log_sigma", "logdet", "prior"):
+        assert torch.allclose(getattr(out.unguided_nll, part), getattr(plain, part), rtol=1e-8, atol=1e-8), part
     if guidance != 1.0:  # the guided density is not the conditional one: the evaluation must follow the sampler
-        plain = model.trajectory_nll(out.x, out.grid, text)
         assert (plain.total - ref.total).abs().min() > 1e-3
 
 
