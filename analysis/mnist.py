@@ -142,6 +142,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--temperature", type=float, default=1.0, help="the samples' noise scale (NTM temperature)")
+    ap.add_argument("--candidates", type=int, default=1,
+                    help="samples: per image, the most likely of this many trajectories (num_candidates)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--classify-n", type=int, default=1000, help="test images for zero-shot classification")
     ap.add_argument("--classify-trajectories", type=int, default=4)
@@ -199,12 +201,14 @@ def main() -> None:
             for i in tqdm(range(0, len(prompts), 50), desc=f"samples ({denoise})", leave=False):
                 g = torch.Generator().manual_seed(a.seed + i)
                 img = pipe(prompts[i : i + 50], num_inference_steps=a.steps, guidance_scale=a.guidance, generator=g,
-                           output_type="model", denoise=denoise, temperature=a.temperature).images
+                           output_type="model", denoise=denoise, temperature=a.temperature,
+                           num_candidates=a.candidates).images
                 with torch.no_grad():
                     preds.append(clf(img[:, :1]).argmax(1))
             acc = torch.cat(preds).eq(torch.tensor(digits)).float()
             name = (f"sample accuracy, {a.steps} steps, guidance {a.guidance}, denoise={denoise}"
-                    + (f", temperature {a.temperature}" if a.temperature != 1.0 else ""))
+                    + (f", temperature {a.temperature}" if a.temperature != 1.0 else "")
+                    + (f", most likely of {a.candidates}" if a.candidates > 1 else ""))
             rows.append(_row(name, acc.numpy()))
     df = pd.DataFrame(rows)
     report(df, "MNIST likelihood analysis", environment(model=a.model, n=a.n, steps=a.steps, seed=a.seed, **timings),
