@@ -4,7 +4,8 @@ knows at once whether a model draws. analysis.benchmark is the full table (all r
 
     python -m analysis.score_model runs/fm-shapes32/pipeline --steps 50 --out runs/score-fm
     python -m analysis.score_model assets/ntm-shapes32 --steps 4 --option denoise=learned
-    python -m analysis.score_model assets/ntm-shapes32 --failures     # also why images fail, per category
+    python -m analysis.score_model assets/ntm-shapes32 --failures     # also why images fail, per category, and
+                                                                      # which relations position images draw
 
 Default steps: 50 Euler steps for a flow-matching model, 4 for an NTM (with its default final step).
 """
@@ -17,7 +18,7 @@ import torch
 
 from analysis import key_values
 from analysis.benchmark import generate
-from analysis.shapes_eval import failure_table, per_image, score
+from analysis.shapes_eval import failure_table, per_image, relation_table, score
 from ntm_core.config import parse_value
 from ntm_core.data.shapes import CATEGORIES, eval_prompts
 from ntm_core.pipeline import NTMPipeline, load_pipeline
@@ -73,8 +74,13 @@ def main(argv=None) -> None:
     report(score(images, specs).reset_index(), f"{a.model} at {settings} on the {prompts} prompts", env, a.out,
            digits=3)
     if a.failures:
-        report(failure_table(per_image(images, specs)).reset_index(), "why images fail (fraction of each category's images; with 'passes', "
-               "each row sums to 1)", env, a.out and f"{a.out}-failures", digits=3)
+        rows = per_image(images, specs)
+        report(failure_table(rows).reset_index(), "why images fail (fraction of each category's images; with "
+               "'passes', each row sums to 1)", env, a.out and f"{a.out}-failures", digits=3)
+        if rows["drawn"].notna().any():
+            report(relation_table(rows).reset_index(), "position prompts with both objects drawn once: the relation "
+                   "asked against the one drawn (fractions of each row), and whether the axis and the side were right",
+                   env, a.out and f"{a.out}-relations", digits=3)
 
 
 if __name__ == "__main__":

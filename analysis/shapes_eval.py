@@ -114,12 +114,46 @@ def reading(spec: Spec | dict, image) -> tuple[bool, str]:
 
 
 def _read(spec: Spec | dict, image) -> dict:
-    """One image against its spec: category, whether it passes, why not (`failure`), what was found (`describe`)."""
+    """One image against its spec: category, whether it passes, why not (`failure`), what was found (`describe`),
+    and for a position spec the relation asked and the one drawn (`placement`)."""
     spec, img = _spec(spec), to_uint8(image)
     found = detect_objects(img)
     why = failure(spec, found)
     return {"category": spec.category, "correct": why is None, "failure": why,
-            "found": describe(found, spec, img.shape[0])}
+            "found": describe(found, spec, img.shape[0]), "asked": spec.relation, "drawn": placement(spec, found)}
+
+
+def placement(spec: Spec, found: list[dict]) -> str | None:
+    """For a position spec whose two objects were each found once: where the first stands relative to the second,
+    as the check reads it; else None."""
+    if spec.category != "position":
+        return None
+    a, b = ([o for o in found if (o["colour"], o["kind"]) == tuple(key)] for key in spec.objects)
+    return _relation(a[0], b[0]) if len(a) == 1 and len(b) == 1 else None
+
+
+AXIS = {"left of": "horizontal", "right of": "horizontal", "above": "vertical", "below": "vertical"}
+
+
+def relation_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Position images whose two objects were each found once (`per_image` rows): per relation asked, the fraction
+    drawn in each relation, how many images, and whether the axis (horizontal or vertical) and the side were right;
+    'overall' pools the images. Tells a model that reads which axis a word names but not which side apart from one
+    that reads neither."""
+    placed = rows[rows["drawn"].notna()]
+    order = list(AXIS)
+    table = pd.crosstab(placed["asked"], placed["drawn"], normalize="index").reindex(index=order, columns=order,
+                                                                                    fill_value=0.0)
+    axis_right = placed["asked"].map(AXIS) == placed["drawn"].map(AXIS)
+    right = placed["asked"] == placed["drawn"]
+    for name, frame in (("images", None), ("axis right", axis_right), ("side right, axis right", right[axis_right])):
+        by = placed.groupby("asked").size() if frame is None else frame.groupby(placed["asked"]).mean()
+        table[name] = by.reindex(order)
+        table.loc["overall", name] = len(placed) if frame is None else frame.mean()
+    for r in order:
+        table.loc["overall", r] = (placed["drawn"] == r).mean()
+    table.columns.name = None
+    return table.rename(columns={r: f"drawn {r}" for r in order}).rename_axis("asked")
 
 
 FAILURES = ("no shape", "unrecognised shape", "count", "colour or kind", "relation")
@@ -160,11 +194,9 @@ def describe(found: list[dict], spec: Spec | None = None, image_size: int = 32) 
         head, _, tail = noun.partition(" ")
         parts.append(f"{NUMBER_WORDS.get(n, str(n))} {colour} {head}{'s' if n > 1 else ''}{' ' + tail if tail else ''}")
     text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    if spec is not None and spec.category == "position":
-        first, second = (tuple(o) for o in spec.objects)
-        a, b = ([o for o in found if (o["colour"], o["kind"]) == key] for key in (first, second))
-        if len(a) == 1 and len(b) == 1:
-            text += f", the {' '.join(first)} {_relation(a[0], b[0])} the {' '.join(second)}"
+    drawn = placement(spec, found) if spec is not None else None
+    if drawn is not None:
+        text += f", the {' '.join(spec.objects[0])} {drawn} the {' '.join(spec.objects[1])}"
     return text
 
 

@@ -193,3 +193,22 @@ def test_failures_name_the_first_reason_and_the_table_adds_up_to_the_score():
     table = failure_table(rows)
     assert np.allclose(table.sum(axis=1), 1.0)
     assert np.allclose(table["passes"], score(images, specs)["score"].reindex(table.index)), table
+
+
+def test_relation_table_tells_the_axis_from_the_side():
+    """Renders of position specs: every relation drawn as asked. Mirrored left–right, the same renders keep their
+    axis and lose their side on the horizontal relations only; the vertical ones stay right."""
+    from analysis.shapes_eval import per_image, relation_table
+
+    rng = np.random.default_rng(0)
+    specs = [Spec("position", (("red", "circle"), ("blue", "square")), relation=r)
+             for r in ("left of", "right of", "above", "below") for _ in range(4)]
+    images = [render(s, rng)[0] for s in specs]
+    table = relation_table(per_image(images, specs))
+    assert table.loc["overall", "images"] == 16 and table.loc["overall", "axis right"] == 1.0
+    assert table.loc["overall", "side right, axis right"] == 1.0 and table.loc["left of", "drawn left of"] == 1.0
+    mirrored = relation_table(per_image([np.ascontiguousarray(im[:, ::-1]) for im in images], specs))
+    assert mirrored.loc["overall", "axis right"] == 1.0 and mirrored.loc["overall", "side right, axis right"] == 0.5
+    assert mirrored.loc["left of", "drawn right of"] == 1.0 and mirrored.loc["above", "drawn above"] == 1.0
+    one_missing = per_image([np.zeros((32, 32, 3), np.uint8)] + images[1:], specs)
+    assert relation_table(one_missing).loc["overall", "images"] == 15, "an image without both objects is left out"
