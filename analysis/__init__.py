@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import time
+
+import numpy as np
 
 
 def key_values(ap: argparse.ArgumentParser, items: list[str], flag: str) -> dict[str, str]:
@@ -14,3 +17,14 @@ def key_values(ap: argparse.ArgumentParser, items: list[str], flag: str) -> dict
             ap.error(f"{flag} expects KEY=VALUE, got {item!r}")
         out[key] = value
     return out
+
+
+def median_seconds(call, repeats: int) -> float:
+    """Median wall time of `call(r)` over r = 1..repeats, after one warm-up `call(0)` (r: a seed, where it takes one)."""
+    call(0)
+    secs = []
+    for r in range(repeats):
+        start = time.perf_counter()
+        call(r + 1)
+        secs.append(time.perf_counter() - start)
+    return float(np.median(secs))

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import time
 
-import numpy as np
 import pandas as pd
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from analysis import median_seconds
 from ntm_core.report import environment, report
 from ntm_core.config import load_config
 from ntm_core.denoiser import Denoiser
@@ -44,16 +43,6 @@ def parse(name: str) -> dict:
     return {"patch_size": p, "width": w, "depth": d, "heads": h or max(1, w // 64)}
 
 
-def _median_seconds(call, repeats: int) -> float:
-    call(0)  # warm-up
-    secs = []
-    for r in range(repeats):
-        start = time.perf_counter()
-        call(r + 1)
-        secs.append(time.perf_counter() - start)
-    return float(np.median(secs))
-
-
 def measure(name: str, cfg: dict, repeats: int, batch: int = 1) -> dict:
     arch = parse(name)
     torch.manual_seed(0)
@@ -72,7 +61,7 @@ def measure(name: str, cfg: dict, repeats: int, batch: int = 1) -> dict:
                                        for p in m.parameters()) / 1e6}
 
     def per_image(call, n):  # seconds per image of one call at this batch
-        return _median_seconds(call, n) / batch
+        return median_seconds(call, n) / batch
 
     with torch.inference_mode():
         for final in ("learned", "none"):

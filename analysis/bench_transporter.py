@@ -9,24 +9,13 @@ speed-up measured in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import pandas as pd
 import torch
 
+from analysis import median_seconds
 from ntm_core.report import environment, report
 from ntm_core.transporter import Transporter
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def benchmark(batch_sizes=(1, 16), repeats: int = 5, naive_repeats: int = 2, seed: int = 0, **config) -> pd.DataFrame:
@@ -44,9 +33,9 @@ def benchmark(batch_sizes=(1, 16), repeats: int = 5, naive_repeats: int = 2, see
             u, _ = model(x, 0.05)
             err = (model.inverse(u, 0.05) - x).abs().max().item()
             timings = {
-                "forward": _median_seconds(lambda: model(x, 0.05), repeats),
-                "inverse_cached": _median_seconds(lambda: model.inverse(u, 0.05), repeats),
-                "inverse_naive": _median_seconds(lambda: model.inverse(u, 0.05, use_cache=False), naive_repeats),
+                "forward": median_seconds(lambda _: model(x, 0.05), repeats),
+                "inverse_cached": median_seconds(lambda _: model.inverse(u, 0.05), repeats),
+                "inverse_naive": median_seconds(lambda _: model.inverse(u, 0.05, use_cache=False), naive_repeats),
             }
         for name, sec in timings.items():
             rows.append({"batch": b, "op": name, "seconds": sec, "ms_per_image": 1000 * sec / b,

@@ -23,13 +23,13 @@ Writes <out>.json/.csv/.md and <out>.html (score against C and against seconds p
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from analysis import median_seconds
 from analysis.shapes_eval import per_image
 from ntm_core.data.shapes import CATEGORIES, eval_prompts
 from ntm_core.pipeline import NTMPipeline, load_pipeline
@@ -82,18 +82,9 @@ def selection_table(passes: np.ndarray, logp: np.ndarray, categories: list[str],
 def seconds_per_image(pipe: NTMPipeline, candidates: list[int], steps: int, guidance: float, repeats: int = 5,
                       prompt: str = "a red circle to the left of a blue square") -> dict[int, float]:
     """Median seconds of one `num_candidates=C` image at batch 1 (after a warm-up call)."""
-    out = {}
-    for c in candidates:
-        call = lambda r: pipe(prompt, num_inference_steps=steps, guidance_scale=guidance,  # noqa: E731
-                              generator=torch.Generator().manual_seed(r), num_candidates=c)
-        call(0)
-        secs = []
-        for r in range(repeats):
-            start = time.perf_counter()
-            call(r)
-            secs.append(time.perf_counter() - start)
-        out[c] = float(np.median(secs))
-    return out
+    return {c: median_seconds(lambda r: pipe(prompt, num_inference_steps=steps, guidance_scale=guidance,
+                                              generator=torch.Generator().manual_seed(r), num_candidates=c), repeats)
+            for c in candidates}
 
 
 def figure(df: pd.DataFrame, path: str) -> None:

@@ -98,11 +98,7 @@ def _satisfies(spec: Spec, found: list[dict]) -> bool:
     if spec.category in ("two_object", "color_attr"):
         return got == sorted(tuple(o) for o in spec.objects)
     if spec.category == "position":
-        if got != sorted(tuple(o) for o in spec.objects):
-            return False
-        a = next(o for o in found if (o["colour"], o["kind"]) == tuple(spec.objects[0]))
-        b = next(o for o in found if (o["colour"], o["kind"]) == tuple(spec.objects[1]))
-        return _relation(a, b) == spec.relation
+        return got == sorted(tuple(o) for o in spec.objects) and placement(spec, found) == spec.relation
     raise ValueError(f"unknown category {spec.category!r}")
 
 
@@ -145,13 +141,12 @@ def relation_table(rows: pd.DataFrame) -> pd.DataFrame:
     table = pd.crosstab(placed["asked"], placed["drawn"], normalize="index").reindex(index=order, columns=order,
                                                                                     fill_value=0.0)
     axis_right = placed["asked"].map(AXIS) == placed["drawn"].map(AXIS)
-    right = placed["asked"] == placed["drawn"]
-    for name, frame in (("images", None), ("axis right", axis_right), ("side right, axis right", right[axis_right])):
-        by = placed.groupby("asked").size() if frame is None else frame.groupby(placed["asked"]).mean()
-        table[name] = by.reindex(order)
-        table.loc["overall", name] = len(placed) if frame is None else frame.mean()
-    for r in order:
-        table.loc["overall", r] = (placed["drawn"] == r).mean()
+    side_right = (placed["asked"] == placed["drawn"])[axis_right]
+    table["images"] = placed.groupby("asked").size().reindex(order)
+    table["axis right"] = axis_right.groupby(placed["asked"]).mean().reindex(order)
+    table["side right, axis right"] = side_right.groupby(placed["asked"]).mean().reindex(order)
+    table.loc["overall"] = [*((placed["drawn"] == r).mean() for r in order), len(placed), axis_right.mean(),
+                            side_right.mean()]
     table.columns.name = None
     return table.rename(columns={r: f"drawn {r}" for r in order}).rename_axis("asked")
 

@@ -29,7 +29,7 @@ from .conditioning import TextEmbedding
 from .denoiser import Denoiser
 from .flow_matching import euler_sample, gaussian_sample
 from .images import load as load_image
-from .model import NTM, NTMSample, TrajectoryNLL
+from .model import NTM, NTMSample, TrajectoryNLL, _repeat
 from .predictor import Predictor
 from .text import get_text_encoder
 from .trajectory import TrajectorySchedule, time_grid
@@ -204,7 +204,7 @@ class NTMPipeline(_TextToImagePipeline):
         """c candidate trajectories per image in one batch, each decoded whole; keeps per image the one of highest
         exact log p(τ | prompt) without guidance (`unguided_nll`: from the sampler's own passes, none extra).
         → (kept latents, kept decoded sample, every candidate's log p(τ | prompt) [n, c])."""
-        text_c = None if text is None else text.repeat_interleave(c)
+        text_c = _repeat(text, c)
         if isinstance(generator, list):  # image i's candidates: rows i·c … i·c + c − 1, all from generator i
             generator = [g for g in generator for _ in range(c)]
         latents = model.sample_latents(n * c, text_c, steps, guidance_scale, temperature, generator)
