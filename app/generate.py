@@ -145,7 +145,8 @@ class ExampleGrid:
         self.registry, self._grids, self._lock = registry, {}, threading.Lock()
 
     def __call__(self, model: str) -> tuple[list, str]:
-        """(gallery items, the evaluator's verdicts in words: `evaluator_note`)."""
+        """(gallery items, the note under them: how they were drawn and the evaluator's verdicts, `evaluator_note`);
+        ([], "") for an unknown model or one without example prompts."""
         if model_problem(self.registry, model) is not None:
             return [], ""
         info = self.registry.info(model)
@@ -159,10 +160,15 @@ class ExampleGrid:
                 images, _ = draw(pipe, prompts, [EXAMPLE_SEED] * len(prompts), steps, info.guidance_scale, 1.0,
                                  None, info.num_candidates) if prompts else ([], [])
                 checks = evaluator_readings(info.dataset, prompts, images)
+                c = info.num_candidates
+                best = f", each the most likely of {c} by its exact log p(τ | prompt)" if c > 1 else ""
+                text = (f"What `{model}` draws for its example prompts (seed {EXAMPLE_SEED}, default settings{best}). "
+                        "Type a prompt and press Enter, or click an example."
+                        + evaluator_note(checks, [f"“{p}”" for p in prompts], info.dataset))
                 self._grids[key] = ([(OUTPUTS.png(folder, image, f"{prompt}-seed{EXAMPLE_SEED}"),
                                       f"{mark(check)}example · {prompt}")
                                      for prompt, image, check in zip(prompts, images, checks)],
-                                    evaluator_note(checks, [f"“{p}”" for p in prompts], info.dataset))
+                                    text if prompts else "")
             return self._grids[key]
 
 
@@ -245,12 +251,7 @@ def build(registry, demo: gr.Blocks):
 
         @gpu(duration=GPU_SECONDS["generate"])
         def show_examples(model):
-            grid_items, verdicts = grid(model)
-            c = registry.info(model).num_candidates if grid_items else 1
-            best = f", each the most likely of {c} by its exact log p(τ | prompt)" if c > 1 else ""
-            text = (f"What `{model}` draws for its example prompts (seed {EXAMPLE_SEED}, default settings{best}). "
-                    "Type a prompt and press Enter, or click an example." + verdicts if grid_items else "")
-            return grid_items, text
+            return grid(model)
 
         gr.on([demo.load, model.change], show_examples, model, [gallery, note], api_name=False,
               show_progress_on=[gallery], **MODEL_WORK)
