@@ -22,6 +22,7 @@ import torch
 from ntm_core.report import environment, report
 from analysis import key_values
 from analysis.shapes_eval import score
+from ntm_core.conditioning import TextEmbedding
 from ntm_core.data.shapes import ShapesDataset, eval_prompts
 from ntm_core.discrete_decoder import DiscreteDecoder, NoEightBitBound, eight_bit_bound
 from ntm_core.images import to_unit
@@ -38,15 +39,19 @@ ROWS = {  # (method, steps, the pipeline call's sampler options)
 }
 
 
-def generate(pipe, prompts: list[str], steps: int, options: dict, guidance: float, seed: int, batch: int = 16):
-    """Images [N, 3, H, W] in [−1, 1] for the prompts, in batches; returns (images, seconds per batch)."""
+def generate(pipe, prompts: list[str] | TextEmbedding, steps: int, options: dict, guidance: float, seed: int,
+             batch: int = 16):
+    """Images [N, 3, H, W] in [−1, 1] for the prompts (or their embeddings, as the pipeline's prompt_embeds), in
+    batches; returns (images, seconds per batch)."""
+    embedded = isinstance(prompts, TextEmbedding)
     out, times = [], []
-    for i in range(0, len(prompts), batch):
+    for i in range(0, prompts.batch_size if embedded else len(prompts), batch):
         g = torch.Generator().manual_seed(seed + i)
+        text = {"prompt_embeds": prompts.rows(slice(i, i + batch))} if embedded else {"prompt": prompts[i : i + batch]}
         start = time.perf_counter()
-        res = pipe(prompts[i : i + batch], num_inference_steps=steps, guidance_scale=guidance, generator=g,
-                   output_type="model", **options)
-        times.append((time.perf_counter() - start, len(prompts[i : i + batch])))
+        res = pipe(**text, num_inference_steps=steps, guidance_scale=guidance, generator=g, output_type="model",
+                   **options)
+        times.append((time.perf_counter() - start, res.images.shape[0]))
         out.append(res.images)
     return torch.cat(out), times
 

@@ -11,6 +11,9 @@ read off a bag of words.
   states (its cross-attention context). A probe fitted on the training captions names, for the held-out captions
   (all wordings), the object on the low side, 1 of 18: linear on the pooled vector, and one cross-attention read
   (a learned query over the projected token states, as the predictor's layers read them).
+--parts paths: which of the two paths the network draws from. The held-out prompts of every category (as
+  analysis.score_model) are drawn with the text as trained, with the token states masked (the pooled vector alone),
+  and with the pooled vector zeroed (the token states alone), and scored by the evaluator.
 --parts likelihood: the NTM's own answer. Renders of held-out position specs are scored under their caption and
   under rewrites of it, each forward trajectory shared by all of them (`NTMPipeline.prompt_nll`): the fraction of
   images the caption explains better, and the mean margin in bits per image. A model that knows the side prefers
@@ -29,8 +32,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from analysis.benchmark import generate
+from analysis.shapes_eval import score
 from analysis.zero_shot_shapes import items
-from ntm_core.data.shapes import COLORS, Spec, caption_variants, split_specs
+from ntm_core.conditioning import TextEmbedding
+from ntm_core.data.shapes import COLORS, Spec, caption_variants, eval_prompts, split_specs
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 from ntm_core.report import environment, report
 from ntm_core.text import get_text_encoder
@@ -148,6 +154,34 @@ def text_rows(steps: int = 600, seed: int = 0) -> list[dict]:
     return out
 
 
+# --- paths: which text path does the network draw from? -----------------------------------------------------------
+
+def text_paths(text: TextEmbedding) -> dict[str, TextEmbedding]:
+    """The text as trained, and with one of the predictor's two paths emptied (what the null prompt has there)."""
+    return {"as trained": text,
+            "pooled vector alone (token states masked)": TextEmbedding(text.tokens, torch.zeros_like(text.mask),
+                                                                       text.pooled),
+            "token states alone (pooled vector zeroed)": TextEmbedding(text.tokens, text.mask,
+                                                                       torch.zeros_like(text.pooled))}
+
+
+def path_rows(pipe, per_category: int = 32, steps: int = 4, guidance: float = 3.0, seed: int = 0) -> list[dict]:
+    prompts = eval_prompts(per_category, seed, "test")
+    specs = [p["spec"] for p in prompts]
+    text = pipe.encode_prompt([p["caption"] for p in prompts])[0]
+    out = []
+    for name, embeds in text_paths(text).items():
+        images, _ = generate(pipe, embeds, steps, {}, guidance, seed, batch=80)
+        table = score(list(images.float().cpu()), specs)
+        for category in ("overall", "position"):
+            n = len(specs) if category == "overall" else sum(s["category"] == "position" for s in specs)
+            p = float(table.loc[category, "score"])
+            out.append({"part": "paths", "measure": f"evaluator score, {category}: text {name}",
+                        "captions": f"held-out prompts ({n}), {steps} steps", "value": p,
+                        "std error": math.sqrt(p * (1 - p) / n), "chance": float("nan")})
+    return out
+
+
 # --- likelihood: does the model's density prefer the caption to its rewrites? -------------------------------------
 
 def likelihood_rows(pipe: NTMPipeline, n: int = 64, steps: int = 4, trajectories: int = 4, seed: int = 0,
@@ -179,7 +213,10 @@ def likelihood_rows(pipe: NTMPipeline, n: int = 64, steps: int = 4, trajectories
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="assets/ntm-shapes32")
-    ap.add_argument("--parts", nargs="+", default=["text", "likelihood"], choices=["text", "likelihood"])
+    ap.add_argument("--parts", nargs="+", default=["text", "paths", "likelihood"],
+                    choices=["text", "paths", "likelihood"])
+    ap.add_argument("--per-category", type=int, default=32, help="held-out prompts per category (paths part)")
+    ap.add_argument("--guidance", type=float, default=3.0, help="paths part")
     ap.add_argument("--n", type=int, default=64, help="renders per split (likelihood part)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--trajectories", type=int, default=4)
@@ -188,15 +225,17 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="results/relation-binding")
     a = ap.parse_args(argv)
     rows = text_rows(a.probe_steps, a.seed) if "text" in a.parts else []
+    pipe = load_pipeline(a.model) if {"paths", "likelihood"} & set(a.parts) else None
+    if "paths" in a.parts:
+        rows += path_rows(pipe, a.per_category, a.steps, a.guidance, a.seed)
     if "likelihood" in a.parts:
-        pipe = load_pipeline(a.model)
         if not isinstance(pipe, NTMPipeline):
             ap.error("--model must be an NTM folder (the likelihood part needs its exact density)")
         for split in ("test", "train"):
             rows += likelihood_rows(pipe, a.n, a.steps, a.trajectories, a.seed, split)
     report(pd.DataFrame(rows), "Does the side of a position prompt reach the network, and does the network use it?",
            environment(model=a.model, steps=a.steps, trajectories=a.trajectories, probe_steps=a.probe_steps,
-                       seed=a.seed, parts=a.parts), a.out, digits=3)
+                       per_category=a.per_category, guidance=a.guidance, seed=a.seed, parts=a.parts), a.out, digits=3)
 
 
 if __name__ == "__main__":

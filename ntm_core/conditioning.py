@@ -25,6 +25,10 @@ class TextEmbedding:
         return TextEmbedding(self.tokens.to(device=device, dtype=dtype), self.mask.to(device=device),
                              self.pooled.to(device=device, dtype=dtype))
 
+    def rows(self, index) -> "TextEmbedding":
+        """The batch rows `index` (indices, a mask or a slice)."""
+        return TextEmbedding(self.tokens[index], self.mask[index], self.pooled[index])
+
     def drop(self, which: torch.Tensor) -> "TextEmbedding":
         """Replace the rows where `which` is True by the null prompt (text dropout for guidance)."""
         keep = (~which.bool()).to(self.pooled.device)

@@ -93,12 +93,25 @@ class _TextToImagePipeline(DiffusionPipeline):
             raise ValueError(f"text encoder gives {enc.dim}-d embeddings, the model expects {self.text_dim}")
         return enc
 
-    def encode_prompt(self, prompt, num_images_per_prompt: int = 1, batch_size: int | None = None):
-        """→ (TextEmbedding or None, batch size). Unconditional models take no prompt."""
+    def encode_prompt(self, prompt, num_images_per_prompt: int = 1, batch_size: int | None = None,
+                      prompt_embeds: TextEmbedding | None = None):
+        """→ (TextEmbedding or None, batch size). Unconditional models take no prompt.
+
+        prompt_embeds (instead of prompt, as in diffusers): text already embedded, e.g. `encode_prompt(...)[0]` with
+        a part of it changed; each row serves num_images_per_prompt images."""
         if not self.text_dim:
-            if prompt not in (None, "", []):
+            if prompt not in (None, "", []) or prompt_embeds is not None:
                 raise ValueError("this model is unconditional: it takes no prompt")
             return None, (batch_size or 1) * num_images_per_prompt
+        if prompt_embeds is not None:
+            if prompt is not None:
+                raise ValueError("give prompt or prompt_embeds, not both")
+            if not isinstance(prompt_embeds, TextEmbedding) or prompt_embeds.pooled.shape[-1] != self.text_dim:
+                raise ValueError(f"prompt_embeds must be a TextEmbedding of {self.text_dim}-d text "
+                                 "(what encode_prompt returns)")
+            dtype = next(self.predictor.parameters()).dtype
+            text = prompt_embeds.repeat_interleave(num_images_per_prompt).to(device=self.device, dtype=dtype)
+            return text, text.batch_size
         if prompt is None:
             raise ValueError("this model needs a prompt")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -156,7 +169,8 @@ class NTMPipeline(_TextToImagePipeline):
                  temperature: float = 1.0, generator: torch.Generator | list[torch.Generator] | None = None,
                  denoise: str | None = None, output_type: str = "pil", return_trajectory: bool = False,
                  num_images_per_prompt: int = 1, batch_size: int | None = None,
-                 return_log_prob: bool = False, num_candidates: int = 1) -> GenerationOutput:
+                 return_log_prob: bool = False, num_candidates: int = 1,
+                 prompt_embeds: TextEmbedding | None = None) -> GenerationOutput:
         """denoise, the final step: 'learned' (the self-distilled denoiser on u at t_min: no inverse, no gradient),
         'score' (Tweedie with the exact trajectory score), 'none' (x at t_min as sampled). Default: learned if the
         folder has a denoiser, else score.
@@ -169,12 +183,14 @@ class NTMPipeline(_TextToImagePipeline):
         exact log p(τ | prompt) of the conditional model without guidance (`candidate_log_prob`, [B, num_candidates]);
         the final step runs on the kept ones only. The images are then a selection, no longer samples of the model.
         With a list of generators, image i's candidates all come from generator i (so image i is still what a
-        single call with generator i draws)."""
+        single call with generator i draws).
+
+        prompt_embeds: the text already embedded instead of the prompt (`encode_prompt`), as in diffusers."""
         denoise = self.final_step(denoise)
         self.check_output_type(output_type)
         if not isinstance(num_candidates, int) or num_candidates < 1:
             raise ValueError(f"num_candidates must be a whole number ≥ 1, got {num_candidates!r}")
-        text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size)
+        text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size, prompt_embeds)
         generator = self.check_generators(generator, n)
         start = time.perf_counter()
         model = self.ntm
@@ -299,18 +315,20 @@ class FlowMatchingPipeline(_TextToImagePipeline):
     def __call__(self, prompt=None, num_inference_steps: int = 50, guidance_scale: float = 1.0,
                  generator: torch.Generator | list[torch.Generator] | None = None, output_type: str = "pil",
                  num_images_per_prompt: int = 1, batch_size: int | None = None, sampler: str = "euler",
-                 t_min: float = 0.05, denoise: str = "none", temperature: float = 1.0) -> GenerationOutput:
+                 t_min: float = 0.05, denoise: str = "none", temperature: float = 1.0,
+                 prompt_embeds: TextEmbedding | None = None) -> GenerationOutput:
         """sampler: 'euler' (the ODE, diffusers' scheduler, down to t = 0) or 'gaussian' (K posterior steps down to
         t_min on a grid with the scheduler's time shift, then with denoise='score' the Tweedie step x − t_min·v to
         the data, as NTM's score denoising).
-        temperature scales the Gaussian sampler's step noise (as NTM's); the Euler ODE has none."""
+        temperature scales the Gaussian sampler's step noise (as NTM's); the Euler ODE has none.
+        prompt_embeds: the text already embedded instead of the prompt (`encode_prompt`), as in diffusers."""
         self.check_output_type(output_type)
         if denoise not in ("none", "score") or (denoise == "score" and sampler != "gaussian"):
             raise ValueError(f"denoise must be 'none', or 'score' with sampler='gaussian'; got {denoise!r}")
         if temperature != 1.0 and sampler != "gaussian":
             raise ValueError(f"temperature applies to sampler='gaussian' only (the Euler ODE is deterministic given "
                              f"its noise); got temperature={temperature!r} with sampler={sampler!r}")
-        text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size)
+        text, n = self.encode_prompt(prompt, num_images_per_prompt, batch_size, prompt_embeds)
         generator = self.check_generators(generator, n)
         start = time.perf_counter()
         shape = (n, *self.sample_shape)

@@ -135,8 +135,7 @@ class CaptionTable:
         return self.embedding.batch_size
 
     def __getitem__(self, ids: torch.Tensor) -> TextEmbedding:
-        e = self.embedding
-        return TextEmbedding(e.tokens[ids], e.mask[ids], e.pooled[ids])
+        return self.embedding.rows(ids)
 
 
 _ENCODERS_LOCK = threading.Lock()

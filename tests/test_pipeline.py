@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ntm_core.conditioning import TextEmbedding
 from ntm_core.pipeline import load_pipeline
 
 from .conftest import perturb_
@@ -53,6 +54,25 @@ def test_one_generator_per_image_reproduces_each_seed_alone(pipe, denoise):
     assert not torch.allclose(batch.images[0], batch.images[2], atol=1e-3), "same prompt, other seed: other image"
     with pytest.raises(ValueError, match="2 generators for 3 images"):
         pipe(prompts, generator=[torch.Generator(), torch.Generator()])
+
+
+def test_prompt_embeds_draw_what_their_prompts_draw(pipe):
+    """prompt_embeds (diffusers' name) stands in for the prompt: the same text embedded beforehand draws the same
+    images and log p(τ), candidates and per-prompt repeats included; a changed embedding draws something else."""
+    prompts = ["a red circle", "a blue square"]
+    kw = dict(num_inference_steps=3, guidance_scale=2.0, num_images_per_prompt=2, num_candidates=2,
+              denoise="score", output_type="model", return_log_prob=True)
+    by_text = pipe(prompts, generator=torch.Generator().manual_seed(5), **kw)
+    text = pipe.encode_prompt(prompts)[0]
+    by_embeds = pipe(prompt_embeds=text, generator=torch.Generator().manual_seed(5), **kw)
+    assert torch.equal(by_text.images, by_embeds.images) and torch.equal(by_text.log_prob, by_embeds.log_prob)
+    no_tokens = TextEmbedding(text.tokens, torch.zeros_like(text.mask), text.pooled)  # pooled vector alone
+    other = pipe(prompt_embeds=no_tokens, generator=torch.Generator().manual_seed(5), **kw)
+    assert not torch.allclose(other.images, by_text.images, atol=1e-3)
+    with pytest.raises(ValueError, match="not both"):
+        pipe(prompts[0], prompt_embeds=text)
+    with pytest.raises(ValueError, match="TextEmbedding"):
+        pipe(prompt_embeds=text.pooled)
 
 
 def test_model_output_type_is_the_model_scaling(pipe):
@@ -165,6 +185,10 @@ def test_flow_matching_pipeline_gaussian_sampler_is_guided_and_denoises(tmp_path
     with pytest.raises(ValueError, match="denoise"):
         fm("a red circle", num_inference_steps=4, denoise="score")  # Euler already ends at the data
     assert not torch.allclose(run(temperature=0.0), run()), "the temperature reaches the Gaussian sampler"
+    text = fm.encode_prompt("a red circle")[0]
+    for sampler in ("gaussian", "euler"):
+        by_embeds = fm(prompt_embeds=text, **dict(kw, sampler=sampler, generator=g(), guidance_scale=3.0)).images
+        assert torch.equal(by_embeds, run(sampler=sampler, guidance_scale=3.0)), sampler
     with pytest.raises(ValueError, match="temperature"):
         fm("a red circle", num_inference_steps=4, temperature=0.5)  # the Euler ODE has no step noise
 
