@@ -39,7 +39,7 @@ from ntm_core.conditioning import TextEmbedding
 from ntm_core.data.shapes import COLORS, Spec, caption_variants, eval_prompts, split_specs
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 from ntm_core.report import environment, report
-from ntm_core.text import get_text_encoder
+from ntm_core.text import get_text_encoder, padded
 
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 OTHER_AXIS = {"left of": "above", "right of": "below", "above": "left of", "below": "right of"}
@@ -74,16 +74,6 @@ def _captions(split: str) -> tuple[list[str], list[tuple[str, str]]]:
     return caps, low
 
 
-def _states(encoder, captions: list[str], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token states [N, length, D] (zero-padded), their mask, and the pooled vectors [N, D]."""
-    rows = encoder.embed(captions)
-    tokens = torch.zeros(len(rows), length, encoder.dim)
-    mask = torch.zeros(len(rows), length, dtype=torch.bool)
-    for i, (states, _) in enumerate(rows):
-        tokens[i, : len(states)], mask[i, : len(states)] = states, True
-    return tokens, mask, torch.stack([pooled for _, pooled in rows])
-
-
 class CrossAttentionProbe(nn.Module):
     """One cross-attention read of projected token states by a learned query, then a linear read-out."""
 
@@ -115,40 +105,43 @@ def _fit_linear(x: torch.Tensor, y: torch.Tensor, classes: int) -> nn.Linear:
     return probe
 
 
+def _fit_cross_attention(tokens: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, classes: int, steps: int,
+                         seed: int) -> CrossAttentionProbe:
+    """AdamW on minibatches of 256 captions."""
+    torch.manual_seed(seed)
+    probe = CrossAttentionProbe(tokens.shape[-1], classes)
+    opt = torch.optim.AdamW(probe.parameters(), 1e-3, weight_decay=0.01)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        i = torch.randint(0, len(y), (256,), generator=g)
+        loss = F.cross_entropy(probe(tokens[i], mask[i]), y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return probe
+
+
 def text_rows(steps: int = 600, seed: int = 0) -> list[dict]:
     encoder = get_text_encoder()
     (tr_caps, tr_low), (te_caps, te_low) = _captions("train"), _captions("test")
     objects = sorted(set(tr_low) | set(te_low))
     index = {o: i for i, o in enumerate(objects)}
-    y_tr, y_te = (torch.tensor([index[o] for o in low]) for low in (tr_low, te_low))
-    length = max(len(encoder.tokenizer(c)["input_ids"]) for c in tr_caps + te_caps)
-    (tok_tr, mask_tr, pool_tr), (tok_te, mask_te, pool_te) = (_states(encoder, c, length) for c in (tr_caps, te_caps))
-    torch.manual_seed(seed)
-    rows = []
+    y = {"train": torch.tensor([index[o] for o in tr_low]), "held-out": torch.tensor([index[o] for o in te_low])}
+    text = padded(encoder.embed(tr_caps + te_caps), encoder.dim)  # one padding for both splits
+    text = {"train": text.rows(slice(0, len(tr_caps))), "held-out": text.rows(slice(len(tr_caps), None))}
+    mean, std = text["train"].pooled.mean(0), text["train"].pooled.std(0) + 1e-6
     with torch.enable_grad():
-        mean, std = pool_tr.mean(0), pool_tr.std(0) + 1e-6
-        linear = _fit_linear((pool_tr - mean) / std, y_tr, len(objects))
-        with torch.no_grad():
-            fits = {"train": linear((pool_tr - mean) / std), "held-out": linear((pool_te - mean) / std)}
-        rows.append(("pooled vector (adaLN path)", "linear", fits))
-        probe = CrossAttentionProbe(encoder.dim, len(objects))
-        opt = torch.optim.AdamW(probe.parameters(), 1e-3, weight_decay=0.01)
-        g = torch.Generator().manual_seed(seed)
-        for _ in range(steps):
-            i = torch.randint(0, len(y_tr), (256,), generator=g)
-            loss = F.cross_entropy(probe(tok_tr[i], mask_tr[i]), y_tr[i])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            fits = {"train": probe(tok_tr, mask_tr), "held-out": probe(tok_te, mask_te)}
-        rows.append(("token states (cross-attention context)", "one cross-attention read", fits))
+        linear = _fit_linear((text["train"].pooled - mean) / std, y["train"], len(objects))
+        cross = _fit_cross_attention(text["train"].tokens, text["train"].mask, y["train"], len(objects), steps, seed)
+    reads = {"the pooled vector (adaLN path), linear probe": lambda t: linear((t.pooled - mean) / std),
+             "the token states (cross-attention context), one cross-attention read probe":
+                 lambda t: cross(t.tokens, t.mask)}
     out = []
-    for features, probe_kind, fits in rows:
-        for split, logits in fits.items():
-            truth = y_tr if split == "train" else y_te
-            ok = (logits.argmax(1) == truth).double().numpy()
-            out.append({"part": "text", "measure": f"low-side object from the {features}, {probe_kind} probe",
+    for features, read in reads.items():
+        for split, t in text.items():
+            with torch.no_grad():
+                ok = (read(t).argmax(1) == y[split]).double().numpy()
+            out.append({"part": "text", "measure": f"low-side object from {features}",
                         "captions": f"{split} ({len(ok)})", "value": ok.mean(),
                         "std error": ok.std() / math.sqrt(len(ok)), "chance": 1 / len(objects)})
     return out
