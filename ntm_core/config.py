@@ -18,7 +18,8 @@ DEFAULTS: dict = {
     # on training (fm, ntm, gauss: a warm start, new optimizer and schedule)
     "init_from": None,
     # render: where shapes are drawn — "device" (batched torch on the training device, captions embedded once),
-    # "cpu" (ShapesDataset in DataLoader workers), "auto" (device on a GPU, cpu otherwise); categories: a subset
+    # "cpu" (ShapesDataset in DataLoader workers), "auto" (device on a GPU, cpu otherwise); categories: a subset,
+    # drawn uniformly over the list (one listed twice: twice as often)
     "data": {"kind": "shapes", "root": None, "image_size": 32, "channels": 3, "render": "auto", "categories": None},
     # text: null → unconditional; embeddings: a StoredPrompts file to train with instead of running the encoder
     "text": {"encoder": "minilm", "max_length": 32, "drop_prob": 0.1, "embeddings": None},

@@ -61,6 +61,20 @@ def test_same_generator_same_batch_other_seed_other_batch():
     assert not torch.equal(a["image"], c["image"])
 
 
+def test_a_category_listed_twice_is_drawn_twice_as_often_on_both_renderers():
+    """`data.categories` means the same on the GPU path as on the CPU path: uniform over the list, repeats
+    included (the way to give the position prompts more of the data)."""
+    listed = ("single_object", "position", "position")
+    batch = ShapesRenderer("train", categories=listed).sample(600, torch.Generator().manual_seed(1))
+    r = ShapesRenderer("train", categories=listed)
+    on_device = [r.spec(i).category for i in batch["spec_id"].tolist()]
+    assert on_device.count("position") == 400 and on_device.count("single_object") == 200  # 2 of 3 per batch
+    ds = ShapesDataset("train", seed=2, categories=listed)
+    on_cpu = [ds.spec_at(i)[0].category for i in range(600)]
+    assert set(on_cpu) == {"single_object", "position"}
+    assert stats.binomtest(on_cpu.count("position"), 600, 2 / 3).pvalue > 1e-3
+
+
 def _compare(cpu, dev):
     """p-values of two-sample tests, one per statistic the issue names."""
     def table(f):

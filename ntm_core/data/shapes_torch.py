@@ -35,6 +35,8 @@ class ShapesRenderer:
         self.image_size, self.jitter, self.device = image_size, jitter, torch.device(device)
         by_cat = {c: s for c, s in split_specs(split, categories).items() if s}
         self.categories = list(by_cat)
+        # a category listed twice is drawn twice as often, as ShapesDataset draws uniformly over the list
+        self.draws = [self.categories.index(c) for c in categories if c in by_cat]
         self.specs: list[Spec] = [s for c in self.categories for s in by_cat[c]]
         counts = [len(by_cat[c]) for c in self.categories]
         self.cat_count = torch.tensor(counts, device=self.device)
@@ -126,11 +128,13 @@ class ShapesRenderer:
 
     @torch.no_grad()
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict:
-        """A batch with each category equally often (then shuffled): each image's category is still uniform, as
-        in ShapesDataset, and every category renders at its own fixed size, so nothing waits on the host."""
-        per_cat = -(-batch_size // len(self.categories))
+        """A batch with each listed category equally often (then shuffled): each image's category is still uniform
+        over the list, as in ShapesDataset, and every category renders at its own fixed size, so nothing waits on
+        the host."""
+        per_cat = -(-batch_size // len(self.draws))
         parts = []
-        for c, name in enumerate(self.categories):
+        for c in self.draws:
+            name = self.categories[c]
             spec = self.cat_start[c] + self._pick(self.cat_count[c].expand(per_cat), generator)
             objects = self.max_objects[c]
             mask, size, centroid, ok = self._render(spec, objects, TRIES.get(name, ROUND), generator)
@@ -139,7 +143,7 @@ class ShapesRenderer:
                           "size": F.pad(size, (0, pad), value=-1),
                           "centroid": F.pad(centroid, (0, 0, 0, pad), value=-1.0)})
         batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        order = torch.randperm(per_cat * len(self.categories), generator=generator, device=self.device)[:batch_size]
+        order = torch.randperm(per_cat * len(self.draws), generator=generator, device=self.device)[:batch_size]
         batch = {k: v[order] for k, v in batch.items()}
         spec = batch["spec_id"]
         batch["caption_id"] = self.variants[spec, self._pick(self.num_variants[spec], generator)]
