@@ -47,10 +47,12 @@ def generate(pipe, prompts: list[str] | TextEmbedding, steps: int, options: dict
     out, times = [], []
     for i in range(0, prompts.batch_size if embedded else len(prompts), batch):
         g = torch.Generator().manual_seed(seed + i)
-        text = {"prompt_embeds": prompts.rows(slice(i, i + batch))} if embedded else {"prompt": prompts[i : i + batch]}
+        # the prompts positionally, as any pipeline takes them; embeddings by diffusers' keyword
+        args, text = ((), {"prompt_embeds": prompts.rows(slice(i, i + batch))}) if embedded else (
+            (prompts[i : i + batch],), {})
         start = time.perf_counter()
-        res = pipe(**text, num_inference_steps=steps, guidance_scale=guidance, generator=g, output_type="model",
-                   **options)
+        res = pipe(*args, num_inference_steps=steps, guidance_scale=guidance, generator=g, output_type="model",
+                   **text, **options)
         times.append((time.perf_counter() - start, res.images.shape[0]))
         out.append(res.images)
     return torch.cat(out), times
