@@ -25,3 +25,18 @@ def test_missing_values_are_null_and_empty_cells(tmp_path):
     assert md[4] == "| probe | 0.5 |  | 3 |" and md[5] == "| likelihood | 0.25 | -1.5 | 4 |"
     back = pd.read_csv(tmp_path / "t.csv")
     assert math.isnan(back["margin"][0]) and back["margin"][1] == -1.5
+
+
+def test_committed_reports_are_strict_json():
+    """What docs/ and assets/ ship is read by other tools (pandas, browsers, jq): none may hold a bare NaN."""
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    files = sorted(p for d in ("docs", "assets") for p in (root / d).rglob("*.json"))
+    assert len(files) > 10  # the measured reports are there to check
+    bad = []
+    for p in files:
+        try:
+            json.loads(p.read_text(), parse_constant=_reject)
+        except ValueError as e:
+            bad.append(f"{p.relative_to(root)}: {e}")
+    assert not bad, bad
