@@ -212,8 +212,15 @@ PYEOF
   bash "$0" export-default
   echo "chain finished" ;;
 device)
-  # One call on a lent GPU machine (this project's `device` tool: ≤ 10 min a call, 30 device-minutes a session;
-  # ignored folders such as runs/ stay while the machine is warm, i.e. while the next call follows within 30 s).
+  # One call on a lent GPU machine (this project's `device` tool: ≤ 10 min a call, 15 device-minutes a session
+  # since 2026-12, the machine's start included, so in practice one call; ignored folders such as runs/ stay while
+  # the machine is warm, i.e. while the next call follows within 30 s).
+  # A 15-minute session, the default's finetune and denoiser in one call (lengths from 2026-11-24's H100 bench,
+  # 3.5 + 1.5 min, i.e. about 1,270 and 620 optimizer steps, so warm-up 100 rather than the config's 500 and a
+  # checkpoint every 250; the engine bench first, then the chain; what the deadline cuts comes back as a snapshot):
+  #   FM_PIPELINE=assets/fm-shapes32 BENCH=docs/gpu-2026-11-24/bench-default.json NTM_MIN=3.5 DEN_MIN=1.5 \
+  #   EXTRA="train.warmup_steps=100 train.checkpoint_every=250" DEVICE_SECONDS=540 \
+  #   bash assets/train_bundled.sh device .carry        (run's timeout_s 600)
   # DIR: the `carry DIR` folder, carried in. The first call measures throughput (issue 11 §1: the trainer before
   # this engine vs now, NTM at shapes32; the chain's jobs at shapes32_fm, which sets their lengths), then every call
   # runs the `default` chain until DEVICE_SECONDS (480) after it began and leaves in $OUT, as ≤ 15 MB parts of one
@@ -241,13 +248,14 @@ device)
     $PY -m analysis.bench_training --device cuda --config ntm_core/configs/shapes32.yaml --objective ntm \
       --set train.batch_size=256 --steps 40 --before-code "$src/before" --out runs/bench-engine 2>&1 | grep -A12 "^# " || echo "bench-engine failed"
   fi
-  # (FM_STEPS, NTM_STEPS and DEN_STEPS given: no bench; e.g. a dry run on the CPU with EXTRA's tiny settings)
+  # (FM_STEPS, NTM_STEPS and DEN_STEPS given: no bench; e.g. a dry run on the CPU with EXTRA's tiny settings;
+  # BENCH given: the job lengths from that earlier bench's samples/s, no bench either)
   first=$(field ${CHAIN%% *} 3)_STEPS; bench_out=runs/bench$TAG-${CHAIN// /-}
-  [ -n "${!first:-}" ] || [ -f $STEPS_ENV ] || [ -f $bench_out.json ] ||
+  [ -n "${BENCH:-}" ] || [ -n "${!first:-}" ] || [ -f $STEPS_ENV ] || [ -f $bench_out.json ] ||
     $PY -m analysis.bench_training --device cuda \
     --engine now --config $V2 ${DATA_SET:+--set $DATA_SET} --objective $(for j in $CHAIN; do field $j 2; done) \
     --steps 40 --out $bench_out 2>&1 | grep -A12 "^# "
-  bench=; [ ! -f $bench_out.json ] || bench=$bench_out.json
+  bench=${BENCH:-}; [ -n "$bench" ] || [ ! -f $bench_out.json ] || bench=$bench_out.json
   rc=0; BENCH=$bench bash "$0" default || rc=$?
   rm -rf runs/snapshot; bash "$0" snapshot runs/snapshot
   shopt -s nullglob; keep=(runs/*.json runs/*.env runs/*.log runs/*/status.json runs/*/metrics.jsonl)

@@ -74,3 +74,21 @@ def test_the_default_chain_trains_scores_exports_and_resumes(tmp_path):
     assert late.returncode == 3, late.stdout[-2000:] + late.stderr[-2000:]
     assert "deadline: ntm goes on in the next call" in late.stdout
     assert not (repo / "runs/ntm-shapes32-from-fm-late/status.json").exists()
+
+
+def test_job_lengths_from_an_earlier_bench(tmp_path):
+    """A 15-minute GPU session has no time to bench first: BENCH=<an earlier bench_training JSON> sets each job's
+    optimizer steps from its minutes at that bench's samples/s (explicit *_STEPS would win)."""
+    repo = _checkout(tmp_path / "repo")
+    bench = "docs/gpu-2026-11-24/bench-default.json"
+    rows = {r["objective"]: r for r in json.loads((repo / bench).read_text())["rows"]}
+    late = _chain(repo, BENCH=bench, NTM_MIN="3.5", DEN_MIN="1.5", NTM_STEPS="", DEN_STEPS="",
+                  DEADLINE=str(int(time.time()) + 30))
+    assert late.returncode == 3, late.stdout[-2000:] + late.stderr[-2000:]  # the lengths fixed, then no time to train
+    lengths = dict(line.split("  #")[0].split("=", 1) for line in
+                   (repo / "runs/steps-ntm-denoiser.env").read_text().splitlines())
+    for var, objective, minutes in (("NTM_STEPS", "fm_to_ntm", 3.5), ("DEN_STEPS", "denoiser", 1.5)):
+        r = rows[objective]
+        want = int(minutes * 60 * r["samples_per_s"] / r["batch_size"])
+        assert lengths[var] == f"${{{var}:-{want}}}", (var, lengths)
+        assert 300 < want < 3000, want  # minutes of an H100, not seconds or hours
