@@ -37,12 +37,16 @@ def distribution_figure(values: pd.DataFrame, x: str, y: str, title: str) -> go.
     return fig
 
 
-def ranking_figure(df: pd.DataFrame, label: str, value: str, title: str) -> go.Figure:
-    """Points with ±1 std bars (not bars from 0, which would hide differences of a few hundredths)."""
+def ranking_figure(df: pd.DataFrame, label: str, value: str, title: str, error: str | None = None,
+                   error_scale: float = 1.0) -> go.Figure:
+    """Points with ±error_scale·df[error] bars (not bars from 0, which would hide differences of a few hundredths),
+    and a line at 0, where `value` is a difference to a reference row."""
     df = df.sort_values(value)
-    std = df[value + " std"] if value + " std" in df else None
+    bars = df[error] * error_scale if error is not None and error in df else None
     fig = go.Figure(go.Scatter(x=df[value], y=df[label], mode="markers", marker=dict(size=10),
-                               error_x=dict(type="data", array=std, visible=std is not None)))
+                               error_x=dict(type="data", array=bars, visible=bars is not None)))
+    if (df[value] == 0).any():
+        fig.add_vline(x=0, line=dict(color="gray", dash="dot"))
     fig.update_layout(title=title, xaxis_title=value, height=max(260, 40 * len(df) + 120),
                       yaxis=dict(autorange="reversed"), margin=dict(l=40, r=20, t=50, b=40))
     return fig

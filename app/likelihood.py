@@ -198,7 +198,10 @@ def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, 
     best = rank.iloc[0]["prompt"]
     df = pd.DataFrame([{"item": p, "trajectory": j + 1, ON_X_T0: scores[i, j].item()}
                        for i, p in enumerate(candidates) for j in range(trajectories)])
-    fig_rank = ranking_figure(rank, "prompt", ON_X_T0, "Candidate prompts, most likely first")
+    # the quantity the verdicts are drawn from: each prompt's paired difference to the best, ± TIE_SE standard
+    # errors (each prompt's own spread over the trajectories is mostly the trajectories', shared by all prompts)
+    fig_rank = ranking_figure(rank, "prompt", "Δ vs best", f"Bits/dim above the best prompt (±{TIE_SE:g} std errors; "
+                              "a bar over 0: a tie)", error="Δ std error", error_scale=TIE_SE)
     if progress is not None:
         progress(0.7, desc="per-step parts and the in-distribution check")
     (best_nll,) = pipe.log_likelihood(x, best, steps, 1, torch.Generator().manual_seed(int(seed)))

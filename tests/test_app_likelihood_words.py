@@ -37,3 +37,24 @@ def test_ranking_calls_ties_and_wins():
     assert rank_candidates(noisy, ["a", "b"]).iloc[1]["verdict"].startswith("tie")
     one = rank_candidates(scores[:, :1], ["a", "b", "c"])
     assert one.iloc[1]["verdict"].startswith("can't tell")
+
+
+def test_the_ranking_figure_shows_what_the_verdicts_are_drawn_from():
+    """The plot draws each prompt's paired difference to the best with ±TIE_SE standard-error bars, so a bar that
+    crosses 0 is exactly a 'tie' verdict (each prompt's own spread, mostly the shared trajectories', would hide it)."""
+    from app.figures import ranking_figure
+    from app.likelihood import TIE_SE
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(8, generator=g) * 0.05
+    scores = torch.stack([0.5 + base, 0.52 + base + 0.002 * torch.randn(8, generator=g), 0.5005 + base + 0.01 *
+                          torch.randn(8, generator=g)])
+    rank = rank_candidates(scores, ["a", "b", "c"])
+    fig = ranking_figure(rank, "prompt", "Δ vs best", "t", error="Δ std error", error_scale=TIE_SE)
+    points = fig.data[0]
+    assert list(points.y) == rank.sort_values("Δ vs best")["prompt"].tolist() and points.x[0] == 0
+    for prompt, x, bar in zip(points.y, points.x, points.error_x.array):
+        verdict = rank.set_index("prompt").loc[prompt, "verdict"]
+        if verdict != "most likely":
+            assert (x - bar <= 0) == verdict.startswith("tie"), (prompt, x, bar, verdict)
+    assert {v.split()[0] for v in rank["verdict"]} == {"most", "less", "tie"}  # both kinds are drawn here
