@@ -19,6 +19,7 @@
 #   bash assets/train_bundled.sh export-default   # bf16 copies: assets/fm-shapes32, assets/ntm-shapes32 (EXPORT_TO)
 #   BENCH=runs/bench-default.json bash assets/train_bundled.sh default   # all of the above, in order (see there)
 #   bash assets/train_bundled.sh device DIR   # on a lent GPU machine: setup, benches, the chain for ≤ 9 min (below)
+#   bash assets/train_bundled.sh device-bpd DIR   # …or ntm-mnist28-bpd (issue 13) in one call (DIR: carry-mnist)
 #   DATA=mnist …                          # the same chain on MNIST (issue 12: ntm-mnist28 retrained, mnist28_fm.yaml):
 #                                         # fm-mnist28, ntm-mnist28-from-fm, ntm-mnist28-denoiser → assets/ntm-mnist28;
 #                                         # DIR from `carry-mnist` (no encoder there: stored prompts; scored here,
@@ -82,6 +83,13 @@ wheels() {  # the packages of requirements.txt that the device image lacks, as w
     $(grep -E '^(diffusers|flow-matching)==' requirements.txt)
 }
 
+ship() {  # what a device call returns: ≤ 15 MB parts of one tar of the models so far and every record
+  shopt -s nullglob; local keep=(runs/*.json runs/*.env runs/*.log runs/*/status.json runs/*/metrics.jsonl)
+  [ ! -d runs/snapshot ] || keep+=(runs/snapshot)
+  [ ${#keep[@]} = 0 ] || tar -cf - "${keep[@]}" | split -b 15M - "$1/session.tar.part-"
+  ls -l "$1"
+}
+
 case "${1:-}" in
 phase1)
   train --config $SHAPES --set $COMMON train.steps=$STEPS > runs/ntm-shapes32.log 2>&1 &
@@ -111,10 +119,25 @@ export)
   done ;;
 mnist-bpd)
   # t_min = 0, dequantized 8-bit data: its bound is on −log2 P(x) (README, "What the numbers mean"); fp32, ≤ 9 min
-  # a call, resumed from the last checkpoint; then the in-distribution reference the app's verdict uses
+  # a call, resumed from the last checkpoint; then the in-distribution reference the app's verdict uses.
+  # BPD_MIN: a run of that many minutes in one go (a 15-minute GPU session): 40 steps benched first, the cosine
+  # schedule's length set from their samples/s (written to runs/steps-bpd.env; a RESUME keeps the first length)
   mkdir -p runs
+  if [ -n "${BPD_MIN:-}" ] && [ ! -f runs/steps-bpd.env ]; then
+    $PY -m analysis.bench_training --engine now --config ntm_core/configs/mnist28_bpd.yaml --objective ntm \
+      --set data.root=$MNIST train.num_workers=0 ${EXTRA:-} --steps ${BENCH_STEPS:-40} --out runs/bench-bpd \
+      > runs/bench-bpd.log 2>&1
+    $PY - runs/bench-bpd.json "$BPD_MIN" > runs/steps-bpd.env <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))["rows"][0]
+print(f"BPD_STEPS={max(1, int(float(sys.argv[2]) * 60 * r['samples_per_s'] / r['batch_size']))}"
+      f"  # {sys.argv[2]} min at {r['samples_per_s']:.0f} samples/s")
+PYEOF
+  fi
+  [ ! -f runs/steps-bpd.env ] || { cat runs/steps-bpd.env; . runs/steps-bpd.env; }
   train --config ntm_core/configs/mnist28_bpd.yaml --set data.root=$MNIST train.num_workers=0 \
-        train.max_seconds=${BPD_SECONDS:-540} ${EXTRA:-} ${RESUME:+--resume} > runs/ntm-mnist28-bpd.log 2>&1
+        train.max_seconds=${BPD_SECONDS:-540} ${BPD_STEPS:+train.steps=$BPD_STEPS} ${EXTRA:-} ${RESUME:+--resume} \
+        > runs/ntm-mnist28-bpd.log 2>&1
   $PY -m ntm_core.export runs/ntm-mnist28-bpd/pipeline ${EXPORT_TO:-assets}/ntm-mnist28-bpd ;;
 mnist-bpd-reference)
   $PY -m analysis.likelihood_reference --model assets/ntm-mnist28-bpd --data mnist --mnist $MNIST ;;
@@ -242,7 +265,8 @@ device)
   export DEADLINE=$(( $(date +%s) + ${DEVICE_SECONDS:-480} ))
   bash "$0" setup "$src"; export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   mkdir -p runs
-  if [ ! -f runs/bench-engine.json ] && [ -d "$src/before/ntm_core" ]; then
+  if [ "${ENGINE_BENCH:-1}" != 0 ] && [ ! -f runs/bench-engine.json ] && [ -d "$src/before/ntm_core" ]; then
+    # (ENGINE_BENCH=0: not again, in a later session that has its number)
     # at batch 256, the batch the earlier bundles trained at: at shapes32.yaml's own 32 the GPU waits on kernel
     # launches, and the two sessions of 2026-11-24 measured now / before 0.52 and 0.69 there
     $PY -m analysis.bench_training --device cuda --config ntm_core/configs/shapes32.yaml --objective ntm \
@@ -258,10 +282,20 @@ device)
   bench=${BENCH:-}; [ -n "$bench" ] || [ ! -f $bench_out.json ] || bench=$bench_out.json
   rc=0; BENCH=$bench bash "$0" default || rc=$?
   rm -rf runs/snapshot; bash "$0" snapshot runs/snapshot
-  shopt -s nullglob; keep=(runs/*.json runs/*.env runs/*.log runs/*/status.json runs/*/metrics.jsonl)
-  [ ! -d runs/snapshot ] || keep+=(runs/snapshot)
-  [ ${#keep[@]} = 0 ] || tar -cf - "${keep[@]}" | split -b 15M - "$out/session.tar.part-"
-  ls -l "$out"; exit $rc ;;
+  ship "$out"; exit $rc ;;
+device-bpd)
+  # One call on a lent GPU machine for issue 13's ntm-mnist28-bpd: DIR from `carry-mnist`; BPD_MIN minutes of
+  # training (default 6.5: a 15-minute session's one call with its bench, export and transfer), the bf16 model
+  # and the run's records returned as in `device` (runs/snapshot/ntm-mnist28-bpd); scored here afterwards
+  # (python -m analysis.eight_bit --model runs/snapshot/ntm-mnist28-bpd --data mnist, then mnist-bpd-reference)
+  src=${2:?device-bpd DIR}; out=${OUT:?device-bpd: \$OUT, the folder whose files the device tool returns}
+  bash "$0" setup "$src"; export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+  rc=0; rm -rf runs/snapshot
+  MNIST=$src/mnist EXTRA="text.embeddings=$src/prompts-mnist.safetensors ${EXTRA:-}" BPD_MIN=${BPD_MIN:-6.5} \
+    BPD_SECONDS=${BPD_SECONDS:-$(awk "BEGIN {print int(${BPD_MIN:-6.5} * 60 + 30)}")} EXPORT_TO=runs/snapshot \
+    bash "$0" mnist-bpd || rc=$?
+  tail -n 3 runs/ntm-mnist28-bpd.log || true
+  ship "$out"; exit $rc ;;
 snapshot)
   # the default chain's models as they are now (a stopped or finished run's pipeline/), bf16, with their records
   dest=${2:?snapshot DIR}; mkdir -p "$dest"
@@ -297,6 +331,6 @@ setup)
   [ ! -f "$src/minilm-compact.tar.xz" ] || $PY -c "import sys, tarfile
 tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" "$src/minilm-compact.tar.xz" /tmp/site ;;
 *) echo "usage: $0 phase1|phase2|export|mnist-bpd|mnist-bpd-reference|fm|ntm|denoiser|export-default|default|" \
-        "device DIR|snapshot DIR|pack DIR|unpack DIR|carry DIR|carry-mnist DIR|setup DIR" >&2
+        "device DIR|device-bpd DIR|snapshot DIR|pack DIR|unpack DIR|carry DIR|carry-mnist DIR|setup DIR" >&2
    exit 2 ;;
 esac

@@ -92,3 +92,32 @@ def test_job_lengths_from_an_earlier_bench(tmp_path):
         want = int(minutes * 60 * r["samples_per_s"] / r["batch_size"])
         assert lengths[var] == f"${{{var}:-{want}}}", (var, lengths)
         assert 300 < want < 3000, want  # minutes of an H100, not seconds or hours
+
+
+MNIST = REPO.parent / "shared" / "data" / "mnist"
+
+
+def test_the_8bit_job_sizes_its_schedule_to_the_minutes_it_is_given(tmp_path):
+    """`mnist-bpd` with BPD_MIN (issue 13's ntm-mnist28-bpd in one 15-minute GPU session; `device-bpd` wraps it):
+    a short bench, the cosine schedule set to the steps those minutes allow at the benched speed, the run finished
+    and exported — so a fixed-length call ends its schedule instead of stopping in its middle."""
+    import pytest
+
+    if not (MNIST / "train-images-idx3-ubyte").exists() and not (MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("MNIST idx files not beside the checkout")
+    repo = _checkout(tmp_path / "repo")
+    tiny = ("model.predictor.width=32 model.predictor.depth=1 model.predictor.heads=2 model.transporter.width=32 "
+            "model.transporter.layers_per_block=1 model.transporter.heads=2 train.batch_size=4 train.log_every=1 "
+            "train.checkpoint_every=2")
+    env = {**os.environ, "PYTHON": sys.executable, "MNIST": str(MNIST), "BPD_MIN": "0.1", "BENCH_STEPS": "6",
+           "EXPORT_TO": "bundles", "EXTRA": tiny}
+    done = subprocess.run(["bash", "assets/train_bundled.sh", "mnist-bpd"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    bench = json.loads((repo / "runs/bench-bpd.json").read_text())["rows"][0]
+    want = max(1, int(0.1 * 60 * bench["samples_per_s"] / bench["batch_size"]))
+    assert (repo / "runs/steps-bpd.env").read_text().startswith(f"BPD_STEPS={want}  #")
+    status = _status(repo, "ntm-mnist28-bpd")
+    assert status["state"] == "finished" and status["total_steps"] == want == status["step"], status
+    index = json.loads((repo / "bundles/ntm-mnist28-bpd/model_index.json").read_text())
+    assert index["_class_name"] == "NTMPipeline"
