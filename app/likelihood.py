@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from ntm_core.data.shapes import render, spec_of_caption
 from ntm_core.discrete_decoder import DiscreteDecoder, NoEightBitBound, eight_bit_bound
 from ntm_core.images import from_uint8, to_uint8
 from ntm_core.model import PARTS_COLUMNS
@@ -30,6 +31,7 @@ EXAMPLE_UPLOADS = [(os.path.join(ASSETS, "examples", name), prompts) for name, p
     ("mnist-digit.png", "a handwritten digit seven\na handwritten digit one\na handwritten digit four"),
     ("outdoor-scene.jpg", "a yellow circle above a green square\na blue square")]]
 MAX_CANDIDATES = 32
+MAX_REALS = 4  # real renders beside the generated images
 
 EXPLAIN = (
     "Three densities, three numbers (lower = more likely; D = C·H·W image dimensions):\n"
@@ -55,10 +57,22 @@ def _csv(df: pd.DataFrame, stem: str) -> str:
     return OUTPUTS.csv(df, stem)  # pruned after an hour
 
 
-def generated_problems(registry, prompt, model, steps, count, trajectories, seed) -> list:
+def generated_problems(registry, prompt, model, steps, count, trajectories, seed, reals=0) -> list:
     return [prompt_problem(prompt), model_problem(registry, model, "ntm"),
             number_problem(steps, 1, 8, "K", integer=True), number_problem(count, 1, 8, "Images", integer=True),
-            number_problem(trajectories, 1, 16, "Forward trajectories", integer=True), seed_problem(seed)]
+            number_problem(trajectories, 1, 16, "Forward trajectories", integer=True), seed_problem(seed),
+            number_problem(reals, 0, MAX_REALS, "Real renders", integer=True)]
+
+
+def real_renders(dataset: str | None, prompt: str, n: int, shape: tuple, seed: int) -> torch.Tensor | None:
+    """n images of the prompt drawn by the shapes data's own renderer ([n, C, H, W], model scaling): what the
+    model's samples should look like, scored beside them. None where there is no renderer for it (another dataset,
+    a prompt outside the captions' grammar, not RGB)."""
+    spec = spec_of_caption(prompt) if dataset == "shapes" and n > 0 else None
+    if spec is None or shape[0] != 3:
+        return None
+    rng = np.random.default_rng(seed)
+    return from_uint8(np.stack([render(spec, rng, image_size=shape[1])[0] for _ in range(n)]))
 
 
 def upload_problems(registry, upload, prompts, model, steps, trajectories, seed) -> list:
@@ -143,8 +157,10 @@ def rank_candidates(scores: torch.Tensor, candidates: list[str]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=RANK_COLUMNS)
 
 
-def likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, progress=None):
-    raise_problems(generated_problems(registry, prompt, model, steps, count, trajectories, seed))
+def likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, reals=0, progress=None):
+    """The model's samples of a prompt under its three densities, and beside them `reals` real renders of the same
+    prompt (shapes prompts): a sample scored far above the real images is one the model itself finds unlike them."""
+    raise_problems(generated_problems(registry, prompt, model, steps, count, trajectories, seed, reals))
     pipe = registry.get_ntm(model)
     if progress is not None:
         progress(0.1, desc="generating images")
@@ -152,11 +168,15 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
                guidance_scale=registry.info(model).guidance_scale,
                generator=torch.Generator().manual_seed(int(seed)), output_type="model")
     images = from_uint8(to_uint8(out.images))  # the images as shown: 8-bit, so that P(x) is defined
+    labels = [f"image {i + 1}" for i in range(images.shape[0])]
+    real = real_renders(registry.info(model).dataset, prompt, int(reals), pipe.sample_shape, int(seed))
+    if real is not None:
+        images = torch.cat([images, real.to(images)])
+        labels += [f"real render {i + 1}" for i in range(real.shape[0])]
     if progress is not None:
         progress(0.4, desc="exact likelihoods of forward trajectories")
     results = pipe.log_likelihood(images, prompt, int(steps), int(trajectories),
                                   torch.Generator().manual_seed(int(seed) + 1))
-    labels = [f"image {i + 1}" for i in range(images.shape[0])]
     df = _rows(results, labels)
     if progress is not None:
         progress(0.7, desc="8-bit bounds")
@@ -283,6 +303,9 @@ def build(registry, demo):
                     with gr.Row():
                         traj_g = gr.Slider(1, 16, value=4, step=1, label="Forward trajectories per image")
                         seed_g = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    reals_g = gr.Slider(0, MAX_REALS, value=2, step=1, label="Real renders of the prompt",
+                                        info="shapes prompts: drawn by the training data's renderer and scored "
+                                             "beside the samples, as the reference they should match")
                     go_g = gr.Button("Compute likelihoods", variant="primary")
                 with gr.Column(scale=3):
                     gallery = gr.Gallery(label="Images", columns=4, height=180, object_fit="contain")
@@ -295,10 +318,11 @@ def build(registry, demo):
 
             @gpu(duration=GPU_SECONDS["likelihood_generated"])
             @user_errors
-            def run_generated(prompt, model, steps, count, trajectories, seed, progress=gr.Progress()):
-                return likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, progress)
+            def run_generated(prompt, model, steps, count, trajectories, seed, reals, progress=gr.Progress()):
+                return likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, reals,
+                                               progress)
 
-            gr.on([go_g.click, prompt.submit], run_generated, [prompt, model_g, steps_g, count, traj_g, seed_g],
+            gr.on([go_g.click, prompt.submit], run_generated, [prompt, model_g, steps_g, count, traj_g, seed_g, reals_g],
                   [gallery, parts_g, dist_g, summary, csv_g], api_name="likelihood_generated",
                   validator=validator(generated_problems, registry), **MODEL_WORK)
 

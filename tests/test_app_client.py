@@ -104,7 +104,7 @@ def test_likelihood_of_an_uploaded_png(client, tmp_path):
 def test_likelihood_of_generated_images_names_each_density(client):
     import pandas as pd
 
-    gallery, _, _, summary, csv = client.predict("a red circle", "testmodel", 4, 2, 3, 0,
+    gallery, _, _, summary, csv = client.predict("a red circle", "testmodel", 4, 2, 3, 0, 0,
                                                  api_name="/likelihood_generated")
     assert len(gallery) == 2
     df = pd.read_csv(csv if isinstance(csv, str) else csv["path"])
@@ -239,3 +239,18 @@ def test_generate_keeps_the_most_likely_of_candidates(client):
     assert np.abs(_pixels(gallery[0]).astype(int) - np.round(want * 255).astype(int)).max() <= 1
     with pytest.raises(Exception, match="candidates: Candidates must be between 1 and 8|400 Bad Request"):
         _generate(client, 5, "none", 1, 9)
+
+
+def test_likelihood_of_generated_images_beside_real_renders(client):
+    """Real renders of the prompt (the training data's renderer) are scored beside the samples, labelled as such."""
+    import pandas as pd
+
+    gallery, _, _, summary, csv = client.predict("a red circle", "testmodel", 4, 2, 2, 0, 1,
+                                                 api_name="/likelihood_generated")
+    assert [item["caption"] for item in gallery] == ["image 1", "image 2", "real render 1"]
+    df = pd.read_csv(csv if isinstance(csv, str) else csv["path"])
+    assert sorted(set(df["item"])) == ["image 1", "image 2", "real render 1"] and len(df) == 3 * 2
+    assert [row[0] for row in summary["data"]] == ["image 1", "image 2", "real render 1"]
+    # a prompt the renderer cannot read gets none (and no error)
+    gallery, *_ = client.predict("a photo of a dog", "testmodel", 4, 1, 1, 0, 2, api_name="/likelihood_generated")
+    assert len(gallery) == 1

@@ -58,3 +58,20 @@ def test_the_ranking_figure_shows_what_the_verdicts_are_drawn_from():
         if verdict != "most likely":
             assert (x - bar <= 0) == verdict.startswith("tie"), (prompt, x, bar, verdict)
     assert {v.split()[0] for v in rank["verdict"]} == {"most", "less", "tie"}  # both kinds are drawn here
+
+
+def test_real_renders_draw_the_prompt_and_only_where_a_renderer_can():
+    from analysis.shapes_eval import check
+    from app.likelihood import real_renders
+    from ntm_core.data.shapes import spec_of_caption
+    from ntm_core.images import to_uint8
+
+    prompt = "a blue triangle above a green triangle"
+    real = real_renders("shapes", prompt, 3, (3, 32, 32), seed=5)
+    assert real.shape == (3, 3, 32, 32) and real.min() >= -1 and real.max() <= 1
+    assert all(check(spec_of_caption(prompt), im) for im in to_uint8(real))  # each is what the prompt says
+    assert torch.equal(real, real_renders("shapes", prompt, 3, (3, 32, 32), seed=5))  # the seed decides them
+    assert not torch.equal(real, real_renders("shapes", prompt, 3, (3, 32, 32), seed=6))
+    assert real_renders("mnist", "a handwritten digit seven", 2, (1, 28, 28), 0) is None  # no renderer there
+    assert real_renders("shapes", "a photo of a dog", 2, (3, 32, 32), 0) is None  # outside the grammar
+    assert real_renders("shapes", prompt, 0, (3, 32, 32), 0) is None
