@@ -147,7 +147,9 @@ fm|ntm|denoiser|scratch|gauss)
   # overrides (e.g. EXTRA="train.batch_size=8 train.checkpoint_every=2" for a dry run on the CPU)
   mkdir -p runs
   case "$1" in
-  fm) args="name=$FMN output_dir=runs/$FMN train.steps=${FM_STEPS:-20000} ${FM_FROM:+init_from=$FM_FROM}" ;;
+  # FM_LR: the backbone's own rate (EXTRA's train.lr would reach every job of the chain)
+  fm) args="name=$FMN output_dir=runs/$FMN train.steps=${FM_STEPS:-20000} ${FM_FROM:+init_from=$FM_FROM}
+            ${FM_LR:+train.lr=$FM_LR}" ;;
   # lr 1e-5: at 1e-4 the finetune lost the FM model's drawing on the CPU check (README, "NTM finetuned from the FM
   # model, on the same check"); NTM_LR to try another
   ntm) args="objective=fm_to_ntm name=$NTMN output_dir=runs/$NTMN
