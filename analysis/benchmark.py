@@ -21,7 +21,7 @@ import torch
 
 from ntm_core.report import environment, report
 from analysis import key_values
-from analysis.shapes_eval import score
+from ntm_core.data.shapes_eval import score
 from ntm_core.conditioning import TextEmbedding
 from ntm_core.data.shapes import ShapesDataset, eval_prompts
 from ntm_core.discrete_decoder import DiscreteDecoder, NoEightBitBound, eight_bit_bound

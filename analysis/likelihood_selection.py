@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from analysis import median_seconds
-from analysis.shapes_eval import per_image
+from ntm_core.data.shapes_eval import per_image
 from ntm_core.data.shapes import CATEGORIES, eval_prompts
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 from ntm_core.report import environment, report

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from analysis.benchmark import generate
-from analysis.shapes_eval import score
+from ntm_core.data.shapes_eval import score
 from analysis.zero_shot_shapes import items
 from ntm_core.conditioning import TextEmbedding
 from ntm_core.data.shapes import COLORS, Spec, caption_variants, eval_prompts, split_specs

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from analysis import key_values
 from analysis.benchmark import ROWS, generate
-from analysis.shapes_eval import check
+from ntm_core.data.shapes_eval import check
 from ntm_core.data.shapes import eval_prompts
 from ntm_core.images import to_uint8
 from ntm_core.pipeline import load_pipeline

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from analysis.shapes_eval import per_image
+from ntm_core.data.shapes_eval import per_image
 from ntm_core.data.shapes import eval_prompts, render, spec_of_caption
 from ntm_core.images import from_uint8, to_uint8
 from ntm_core.pipeline import NTMPipeline, load_pipeline

@@ -1,4 +1,4 @@
-"""Score one model on the held-out prompts with the evaluator (analysis.shapes_eval), on the machine at hand: the
+"""Score one model on the held-out prompts with the evaluator (ntm_core.data.shapes_eval), on the machine at hand: the
 check a training recipe runs after each job, where it trained (on the GPU when there is one), so that a session
 knows at once whether a model draws. analysis.benchmark is the full table (all rows, likelihoods, CPU speed).
 
@@ -18,7 +18,7 @@ import torch
 
 from analysis import key_values
 from analysis.benchmark import generate
-from analysis.shapes_eval import failure_table, per_image, relation_table, score
+from ntm_core.data.shapes_eval import failure_table, per_image, relation_table, score
 from ntm_core.config import parse_value
 from ntm_core.data.shapes import CATEGORIES, eval_prompts
 from ntm_core.pipeline import NTMPipeline, load_pipeline

@@ -1,6 +1,6 @@
 """Which reverse step of a model loses the data: start its K-step sampler at the state x_{t_k} of a forward
 trajectory from real images of the prompts (renders of the evaluator's own specs), sample only the last k steps,
-and score the image with the evaluator (analysis.shapes_eval). k = K starts at x_1, which is pure noise, so it reads
+and score the image with the evaluator (ntm_core.data.shapes_eval). k = K starts at x_1, which is pure noise, so it reads
 as ordinary sampling; k = 1 is the last step alone; k = 0 is the real x_{t_0} (the ceiling). Every model gets the same
 images, trajectories and sampling seeds.
 
@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 import torch
 
 from analysis import key_values
-from analysis.shapes_eval import score
+from ntm_core.data.shapes_eval import score
 from ntm_core.data.shapes import CATEGORIES, Spec, eval_prompts, render
 from ntm_core.flow_matching import ntm_from_flow_matching
 from ntm_core.images import from_uint8

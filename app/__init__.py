@@ -46,7 +46,7 @@ def build_app(registry: Registry | None = None) -> gr.Blocks:
 
 
 def launch(demo: gr.Blocks, **kwargs):
-    """Queue on: model work from every tab shares one limit of 2 (2 CPU cores; measured by analysis.load_test), at
+    """Queue on: model work from every tab shares one limit of 2 (2 CPU cores; measured by app.load_test), at
     most 64 waiting (then 503), uploads ≤ 20 MB, errors shown to users."""
     demo.queue(**QUEUE)
     return demo.launch(css=CSS, show_error=True, max_file_size=MAX_UPLOAD, **kwargs)

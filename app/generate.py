@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from analysis.shapes_eval import reading
+from ntm_core.data.shapes_eval import reading
 from ntm_core.data.shapes import spec_of_caption
 from ntm_core.pipeline import NTMPipeline, default_final_step
 
@@ -75,7 +75,7 @@ def draw(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float
 
 
 def evaluator_readings(dataset: str | None, prompts: list[str], images) -> list[tuple[bool, str] | None]:
-    """Per image (PIL, uint8 array or model-scaled tensor), the project's evaluator (analysis.shapes_eval, the check
+    """Per image (PIL, uint8 array or model-scaled tensor), the project's evaluator (ntm_core.data.shapes_eval, the check
     behind every score in the model cards):
     (accepted, what it found in words), or None where it cannot read the prompt: another dataset, or text outside
     the shapes captions' grammar."""

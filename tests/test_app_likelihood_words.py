@@ -61,7 +61,7 @@ def test_the_ranking_figure_shows_what_the_verdicts_are_drawn_from():
 
 
 def test_real_renders_draw_the_prompt_and_only_where_a_renderer_can():
-    from analysis.shapes_eval import check
+    from ntm_core.data.shapes_eval import check
     from app.likelihood import real_renders
     from ntm_core.data.shapes import spec_of_caption
     from ntm_core.images import to_uint8

@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from analysis.shapes_eval import check
+from ntm_core.data.shapes_eval import check
 from ntm_core.data.shapes import Spec, render
 from ntm_core.images import from_uint8
 from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline

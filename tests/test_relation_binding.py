@@ -4,7 +4,7 @@ renderer put it."""
 import numpy as np
 
 from analysis.relation_binding import low_side, rewrites
-from analysis.shapes_eval import check
+from ntm_core.data.shapes_eval import check
 from ntm_core.data.shapes import render, split_specs
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from analysis.sample_grid import BORDER, CELL, FAIL, HEAD_H, LABEL_W, PASS, draw
-from analysis.shapes_eval import check
+from ntm_core.data.shapes_eval import check
 from ntm_core.data.shapes import ShapesDataset
 from ntm_core.images import to_uint8
 

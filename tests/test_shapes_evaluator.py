@@ -3,7 +3,7 @@ including blobs and patch fragments that are the right colour but no shape the d
 import numpy as np
 import torch
 
-from analysis.shapes_eval import FIT_IOU, check, colours_match, detect_objects, score, shape_fit
+from ntm_core.data.shapes_eval import FIT_IOU, check, colours_match, detect_objects, score, shape_fit
 from ntm_core.images import to_uint8
 from ntm_core.data.shapes import COLORS, ShapesDataset, Spec, render, shape_mask
 
@@ -144,7 +144,7 @@ def test_score_model_cli_passes_numeric_options_as_numbers(monkeypatch, tmp_path
 
 
 def test_reading_says_in_words_what_the_check_decided():
-    from analysis.shapes_eval import reading
+    from ntm_core.data.shapes_eval import reading
     from ntm_core.data.shapes import spec_of_caption
 
     rng = np.random.default_rng(3)
@@ -169,7 +169,7 @@ def test_reading_says_in_words_what_the_check_decided():
 
 
 def test_failures_name_the_first_reason_and_the_table_adds_up_to_the_score():
-    from analysis.shapes_eval import failure, failure_table, per_image
+    from ntm_core.data.shapes_eval import failure, failure_table, per_image
     from ntm_core.data.shapes import spec_of_caption
 
     rng = np.random.default_rng(4)
@@ -198,7 +198,7 @@ def test_failures_name_the_first_reason_and_the_table_adds_up_to_the_score():
 def test_relation_table_tells_the_axis_from_the_side():
     """Renders of position specs: every relation drawn as asked. Mirrored left–right, the same renders keep their
     axis and lose their side on the horizontal relations only; the vertical ones stay right."""
-    from analysis.shapes_eval import per_image, relation_table
+    from ntm_core.data.shapes_eval import per_image, relation_table
 
     rng = np.random.default_rng(0)
     specs = [Spec("position", (("red", "circle"), ("blue", "square")), relation=r)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy import stats
 
-from analysis.shapes_eval import check
+from ntm_core.data.shapes_eval import check
 from ntm_core.data.shapes import CATEGORIES, COLORS, PREFIXES, ShapesDataset, caption_variants, render
 from ntm_core.data.shapes_torch import ShapesRenderer
 

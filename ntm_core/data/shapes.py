@@ -2,7 +2,7 @@
 
 32×32 RGB on black; flat-coloured circles, squares and triangles in six saturated colours (RGB corners, so a
 pixel's colour is unambiguous), sizes 8–14 px, no overlap. Every image comes from a *spec* — the structured
-attributes its caption states — so generations can be checked against the prompt (analysis.shapes_eval).
+attributes its caption states — so generations can be checked against the prompt (ntm_core.data.shapes_eval).
 
 Categories (GenEval-like): single_object ("a red circle"), two_object ("a red circle and a blue square"),
 counting ("two green triangles", 1–3), color_attr (one kind, two colours), position ("a red circle to the left of

@@ -2,8 +2,8 @@
 Likelihood calls against `python app.py` (started here on a free port, bundled models). Reports p50/p95 latency
 per endpoint, errors, and the server's RSS before and after the calls (the goal: no errors, flat memory).
 
-    python -m analysis.load_test --users 8 --calls 200 --out docs/load-test
-    python -m analysis.load_test --url http://127.0.0.1:7860/ --pid 1234   # an app that is already running
+    python -m app.load_test --users 8 --calls 200 --out docs/load-test
+    python -m app.load_test --url http://127.0.0.1:7860/ --pid 1234   # an app that is already running
 """
 from __future__ import annotations
 
