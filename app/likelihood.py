@@ -32,6 +32,7 @@ EXAMPLE_UPLOADS = [(os.path.join(ASSETS, "examples", name), prompts) for name, p
     ("outdoor-scene.jpg", "a yellow circle above a green square\na blue square")]]
 MAX_CANDIDATES = 32
 MAX_REALS = 4  # real renders beside the generated images
+EIGHT_BIT_CHUNK = 16  # images per pass of the 8-bit bound (its Tweedie step is a gradient through all K steps)
 
 EXPLAIN = (
     "Three densities, three numbers (lower = more likely; D = C·H·W image dimensions):\n"
@@ -253,12 +254,17 @@ def eight_bit_bounds(pipe, x: torch.Tensor, prompts, steps: int, trajectories: i
         text = pipe.encode_prompt(prompts * trajectories)[0]
     else:
         text = None
-    try:
-        bound = eight_bit_bound(pipe.ntm, xs, DiscreteDecoder.load(folder), text, steps,
-                                torch.Generator().manual_seed(int(seed) + 2))
+    decoder, generator, values = DiscreteDecoder.load(folder), torch.Generator().manual_seed(int(seed) + 2), []
+    try:  # in chunks: the Tweedie step's gradient keeps every step's activations, which for a whole request
+        # (12 images × 16 trajectories at K = 8) filled this machine's 24 GiB and the app was killed
+        for i in range(0, len(xs), EIGHT_BIT_CHUNK):
+            rows = slice(i, i + EIGHT_BIT_CHUNK)
+            bound = eight_bit_bound(pipe.ntm, xs[rows], decoder, None if text is None else text.rows(rows), steps,
+                                    generator)
+            values.append(bound.bits_per_dim)
     except NoEightBitBound as e:
         return None, str(e)
-    return bound.bits_per_dim.reshape(trajectories, b), bound.describe()
+    return torch.cat(values).reshape(trajectories, b), bound.describe()
 
 
 def eight_bit_note(pipe, x: torch.Tensor, prompt: str, steps: int, trajectories: int, seed: int, folder) -> str:

@@ -151,8 +151,8 @@ def worst_cases(url: str, model: str, fm_model: str = "fm-shapes32") -> pd.DataF
         "latents: 4 steps": lambda: c.predict(PROMPTS[0], model, 4, 3.0, 0, False, api_name="/latents"),
         "likelihood: 32 prompts × 16 trajectories": lambda: c.predict(
             handle_file(UPLOAD), "\n".join(many), model, 8, 16, 0, api_name="/likelihood"),
-        "likelihood_generated: 8 images × 16 trajectories, K = 8": lambda: c.predict(
-            PROMPTS[0], model, 8, 8, 16, 0, api_name="/likelihood_generated"),
+        "likelihood_generated: 8 images + 4 real renders × 16 trajectories, K = 8": lambda: c.predict(
+            PROMPTS[0], model, 8, 8, 16, 0, 4, api_name="/likelihood_generated"),
     }
     # Compare needs an NTM with a learned denoiser (none is bundled until the default's is trained: no row then)
     from app.registry import Registry

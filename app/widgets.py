@@ -35,7 +35,9 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit intege
 # spaces.GPU(duration=…) per handler: its largest allowed request on the 2-core CPU (docs/worst-case-requests.md:
 # 6.1 s generate, 2.2 s compare, 1.9 s latents, 26.6 s likelihood, 6.5 s likelihood of generated images) with
 # headroom; a GPU runs them faster, so these are upper bounds.
-GPU_SECONDS = {"generate": 10, "compare": 10, "latents": 10, "likelihood": 40, "likelihood_generated": 15}
+# ZeroGPU's duration per endpoint: its largest allowed request timed on the 2-core CPU (an upper bound for a GPU;
+# `python -m app.load_test --worst-case --out docs/worst-case-requests`, tests/test_layout.py holds them together)
+GPU_SECONDS = {"generate": 15, "compare": 10, "latents": 10, "likelihood": 70, "likelihood_generated": 100}
 MODEL_WORK = dict(concurrency_id="model", concurrency_limit=2)  # one limit shared by every tab's model work
 
 

@@ -75,3 +75,23 @@ def test_real_renders_draw_the_prompt_and_only_where_a_renderer_can():
     assert real_renders("mnist", "a handwritten digit seven", 2, (1, 28, 28), 0) is None  # no renderer there
     assert real_renders("shapes", "a photo of a dog", 2, (3, 32, 32), 0) is None  # outside the grammar
     assert real_renders("shapes", prompt, 0, (3, 32, 32), 0) is None
+
+
+def test_the_8bit_bounds_in_chunks_keep_each_image_in_its_column(monkeypatch):
+    """eight_bit_bounds runs its gradient pass in chunks of EIGHT_BIT_CHUNK rows (memory); chunks that cut across
+    the [trajectories × images] rows must still put every value under its own image: a noise image reads far above
+    two clean renders in every trajectory."""
+    import app.likelihood as lk
+    from ntm_core.images import from_uint8
+    from ntm_core.pipeline import load_pipeline
+
+    folder = "assets/ntm-shapes32"
+    pipe = load_pipeline(folder)
+    prompt = "a red circle"
+    clean = lk.real_renders("shapes", prompt, 2, pipe.sample_shape, seed=0)
+    noise = from_uint8(np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8))
+    x = torch.cat([clean[:1], noise, clean[1:]])
+    monkeypatch.setattr(lk, "EIGHT_BIT_CHUNK", 2)  # 3 trajectories × 3 images = 9 rows in chunks of 2
+    values, how = lk.eight_bit_bounds(pipe, x, prompt, 4, 3, 0, folder)
+    assert values.shape == (3, 3) and "decoder" in how
+    assert (values.argmax(1) == 1).all() and (values[:, 1] > values[:, [0, 2]].max(1).values + 1).all(), values

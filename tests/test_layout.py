@@ -38,3 +38,18 @@ def test_the_check_can_fail():
 
 def test_the_analysis_scripts_import_no_app():
     assert offenders("analysis", ("app",)) == []
+
+
+def test_each_endpoints_gpu_duration_covers_its_measured_worst_case():
+    """app.widgets.GPU_SECONDS (ZeroGPU's duration per endpoint) against docs/worst-case-requests.json, the largest
+    allowed request of each endpoint timed on the CPU: a slower endpoint must raise its budget with its table."""
+    import json
+
+    from app.widgets import GPU_SECONDS
+
+    rows = json.loads((ROOT / "docs" / "worst-case-requests.json").read_text())["rows"]
+    assert rows
+    for row in rows:
+        endpoint = row["request"].split(":")[0]
+        assert endpoint in GPU_SECONDS, row
+        assert row["seconds"] <= GPU_SECONDS[endpoint], (row, GPU_SECONDS[endpoint])
