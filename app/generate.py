@@ -129,7 +129,9 @@ def generate_images(registry, prompt, model, steps, guidance, temperature, seed,
         note += ("  \nUnder each image, τ: −log₂ p(τ) / ((K+1)·D) in bits/dim, the exact density of the sampled "
                  "trajectory under the model that drew it (the guided one when guidance ≠ 1), from the sampler's own "
                  "noise — no extra pass. The steps, noise to image: t = "
-                 + " → ".join(f"{t:.3g}" for t in pipe.scheduler.sampling_grid(int(steps)).flip(0).tolist()) + ".")
+                 + " → ".join(f"{t:.3g}" for t in pipe.scheduler.sampling_grid(int(steps)).flip(0).tolist()) + ". "
+                 "Lower is likelier: compare it between images of one prompt and model (the Likelihood tab scores "
+                 "generated images beside real renders of their prompt).")
         if int(candidates) > 1:
             note += (f"  \n**Best of {int(candidates)}:** each image is, of {int(candidates)} trajectories its seed "
                      "draws, the one the model finds most likely: the highest exact log p(τ | prompt) of the model "
