@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write <out>.json/.csv/.md")
     a = ap.parse_args(argv)
-    pipe = load_pipeline(a.model)
+    pipe = load_pipeline(a.model).to("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(pipe, NTMPipeline):
         ap.error(f"{a.model} is no NTM: a flow-matching model has no exact likelihood of its samples")
     if pipe.sample_shape[0] != 3:

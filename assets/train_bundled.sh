@@ -228,7 +228,12 @@ PYEOF
       [ -f runs/score-${s%%:*}$VARIANT.json ] || $PY -m analysis.score_model runs/${job#*:}/pipeline ${SCORE_ARGS:-} \
         --failures $(tr ':' ' ' <<< "${s#*:}") --out runs/score-${s%%:*}$VARIANT 2>&1 | grep -A7 "^# " ||
         echo "scoring ${s%%:*}$VARIANT failed"
-    done  # and for the backbone, where it fails if it does: x̂₀ error and seams by noise level
+    done  # an NTM's samples against real renders under its own likelihood (README: the gap a finetune closes)
+    case $DATA:${job%%:*} in shapes:ntm|shapes:denoiser|shapes:scratch|shapes:gauss)
+      [ -f runs/sample-likelihood-$j$VARIANT.json ] || $PY -m analysis.sample_likelihood \
+        --model runs/${job#*:}/pipeline ${SAMPLE_LIK_ARGS:---per-category 6 --samples 2 --trajectories 2} \
+        --out runs/sample-likelihood-$j$VARIANT 2>&1 | grep -A8 "^# " || echo "sample_likelihood $j failed" ;;
+    esac  # and for the backbone, where it fails if it does: x̂₀ error and seams by noise level
     [ $DATA:${job%%:*} != shapes:fm ] || [ -f runs/denoise-fm.json ] || $PY -m analysis.denoising_error --no-plot \
       --model fm=runs/fm-shapes32/pipeline --out runs/denoise-fm 2>&1 | grep -A20 "^# " || echo "denoising_error failed"
     } &

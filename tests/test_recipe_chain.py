@@ -29,7 +29,8 @@ def _chain(repo: Path, **env) -> subprocess.CompletedProcess:
     base = {**os.environ, "PYTHON": sys.executable, "FM_PIPELINE": "assets/fm-shapes32", "CHAIN": "ntm denoiser",
             "NTM_STEPS": "2", "DEN_STEPS": "2", "EXPORT_TO": "bundles", "SECONDS_CAP": "300",
             "EXTRA": "train.batch_size=4 train.checkpoint_every=1 train.num_workers=0 train.log_every=1",
-            "SCORE_ARGS": "--per-category 1 --categories single_object"}
+            "SCORE_ARGS": "--per-category 1 --categories single_object",
+            "SAMPLE_LIK_ARGS": "--per-category 1 --samples 1 --trajectories 1 --guidance 3"}
     return subprocess.run(["bash", "assets/train_bundled.sh", "default"], cwd=repo, env={**base, **env},
                           capture_output=True, text=True, timeout=900)
 
@@ -57,6 +58,11 @@ def test_the_default_chain_trains_scores_exports_and_resumes(tmp_path):
         assert rows, name
         failures = json.loads((repo / f"runs/score-{name}-failures.json").read_text())["rows"]  # and why they fail
         assert failures[-1]["category"] == "overall" and "relation" in failures[-1], name
+    # and each NTM's samples against real renders under its own likelihood (analysis.sample_likelihood)
+    for job in ("ntm", "denoiser"):
+        rows = json.loads((repo / f"runs/sample-likelihood-{job}.json").read_text())["rows"]
+        assert [r["images"] for r in rows] == ["real renders", "samples", "samples"], job  # its final step, none
+        assert rows[2]["final step"] == "none" and rows[1]["final step"] == ("score" if job == "ntm" else "learned")
     # the bundle: the default's folder with its learned denoiser, and no backbone export (FM_PIPELINE: not trained)
     index = json.loads((repo / "bundles/ntm-shapes32/model_index.json").read_text())
     assert index.get("denoiser") and index["denoiser"][0], index
