@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ntm_core.data.shapes_eval import per_image
-from ntm_core.data.shapes import eval_prompts, render, spec_of_caption
+from ntm_core.data.shapes import eval_prompts, renders_of
 from ntm_core.images import from_uint8, to_uint8
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 from ntm_core.report import environment, report
@@ -35,11 +35,7 @@ TRAJECTORY, X_T0 = "trajectory bits/dim", "bound bits/dim on x_t0"
 
 def renders(prompts: list[dict], n: int, image_size: int) -> torch.Tensor:
     """[P·n, 3, H, W]: n real renders of each prompt (model scaling), prompt j's from a generator seeded by its seed."""
-    out = []
-    for p in prompts:
-        rng = np.random.default_rng(p["seed"])
-        out += [render(spec_of_caption(p["caption"]), rng, image_size=image_size)[0] for _ in range(n)]
-    return from_uint8(np.stack(out))
+    return from_uint8(np.concatenate([renders_of(p["caption"], n, p["seed"], image_size) for p in prompts]))
 
 
 def samples(pipe: NTMPipeline, prompts: list[dict], n: int, steps: int, guidance: float, final: str) -> torch.Tensor:

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from ntm_core.data.shapes import render, spec_of_caption
+from ntm_core.data.shapes import renders_of
 from ntm_core.discrete_decoder import DiscreteDecoder, NoEightBitBound, eight_bit_bound
 from ntm_core.images import from_uint8, to_uint8
 from ntm_core.model import PARTS_COLUMNS
@@ -69,11 +69,8 @@ def real_renders(dataset: str | None, prompt: str, n: int, shape: tuple, seed: i
     """n images of the prompt drawn by the shapes data's own renderer ([n, C, H, W], model scaling): what the
     model's samples should look like, scored beside them. None where there is no renderer for it (another dataset,
     a prompt outside the captions' grammar, not RGB)."""
-    spec = spec_of_caption(prompt) if dataset == "shapes" and n > 0 else None
-    if spec is None or shape[0] != 3:
-        return None
-    rng = np.random.default_rng(seed)
-    return from_uint8(np.stack([render(spec, rng, image_size=shape[1])[0] for _ in range(n)]))
+    pixels = renders_of(prompt, n, seed, shape[1]) if dataset == "shapes" and n > 0 and shape[0] == 3 else None
+    return None if pixels is None else from_uint8(pixels)
 
 
 def upload_problems(registry, upload, prompts, model, steps, trajectories, seed) -> list:

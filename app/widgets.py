@@ -32,11 +32,10 @@ EXAMPLE_PROMPTS = example_prompts("shapes")
 DISPLAY = 256  # px: small model outputs are shown enlarged with nearest-neighbour (no blur)
 MAX_PROMPT_CHARS = 500  # the encoder reads ≤ 32 tokens; longer text only costs memory
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
-# spaces.GPU(duration=…) per handler: its largest allowed request on the 2-core CPU (docs/worst-case-requests.md:
-# 6.1 s generate, 2.2 s compare, 1.9 s latents, 26.6 s likelihood, 6.5 s likelihood of generated images) with
-# headroom; a GPU runs them faster, so these are upper bounds.
-# ZeroGPU's duration per endpoint: its largest allowed request timed on the 2-core CPU (an upper bound for a GPU;
-# `python -m app.load_test --worst-case --out docs/worst-case-requests`, tests/test_layout.py holds them together)
+# spaces.GPU(duration=…) per handler: its largest allowed request timed on the 2-core CPU, with headroom (a GPU runs
+# them faster, so these are upper bounds; `python -m app.load_test --worst-case --out docs/worst-case-requests`,
+# 2026-12-05: 10.1 s generate, 1.3 s latents, 58.3 s likelihood, 87.5 s likelihood of generated images; compare
+# 2.2 s when last timed; tests/test_layout.py holds them to that table)
 GPU_SECONDS = {"generate": 15, "compare": 10, "latents": 10, "likelihood": 70, "likelihood_generated": 100}
 MODEL_WORK = dict(concurrency_id="model", concurrency_limit=2)  # one limit shared by every tab's model work
 

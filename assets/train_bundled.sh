@@ -83,6 +83,20 @@ wheels() {  # the packages of requirements.txt that the device image lacks, as w
     $(grep -E '^(diffusers|flow-matching)==' requirements.txt)
 }
 
+job_lengths() {  # BENCH_JSON objective:PREFIX:minutes … → PREFIX_STEPS=… lines: the optimizer steps of that many
+  # minutes (PREFIX_MIN overrides) at the bench's samples/s (its `now` rows); PREFIX_STEPS given explicitly wins
+  local bench=$1; shift
+  $PY - "$bench" "$@" <<'PYEOF'
+import json, os, sys
+rows = {r["objective"]: r for r in json.load(open(sys.argv[1]))["rows"] if r["engine"] == "now"}
+for job in sys.argv[2:]:
+    objective, prefix, default = job.split(":")
+    r, minutes = rows[objective], os.environ.get(prefix + "_MIN", default)
+    steps = max(1, int(float(minutes) * 60 * r["samples_per_s"] / r["batch_size"]))
+    print(f"{prefix}_STEPS=${{{prefix}_STEPS:-{steps}}}  # {minutes} min at {r['samples_per_s']:.0f} samples/s")
+PYEOF
+}
+
 ship() {  # what a device call returns: ≤ 15 MB parts of one tar of the models so far and every record
   shopt -s nullglob; local keep=(runs/*.json runs/*.env runs/*.log runs/*/status.json runs/*/metrics.jsonl)
   [ ! -d runs/snapshot ] || keep+=(runs/snapshot)
@@ -127,12 +141,7 @@ mnist-bpd)
     $PY -m analysis.bench_training --engine now --config ntm_core/configs/mnist28_bpd.yaml --objective ntm \
       --set data.root=$MNIST train.num_workers=0 ${EXTRA:-} --steps ${BENCH_STEPS:-40} --out runs/bench-bpd \
       > runs/bench-bpd.log 2>&1
-    $PY - runs/bench-bpd.json "$BPD_MIN" > runs/steps-bpd.env <<'PYEOF'
-import json, sys
-r = json.load(open(sys.argv[1]))["rows"][0]
-print(f"BPD_STEPS={max(1, int(float(sys.argv[2]) * 60 * r['samples_per_s'] / r['batch_size']))}"
-      f"  # {sys.argv[2]} min at {r['samples_per_s']:.0f} samples/s")
-PYEOF
+    job_lengths runs/bench-bpd.json "ntm:BPD:$BPD_MIN" > runs/steps-bpd.env
   fi
   [ ! -f runs/steps-bpd.env ] || { cat runs/steps-bpd.env; . runs/steps-bpd.env; }
   train --config ntm_core/configs/mnist28_bpd.yaml --set data.root=$MNIST train.num_workers=0 \
@@ -181,16 +190,8 @@ default)
     for v in $vars; do : "${!v:?BENCH=<bench_training JSON>, or $vars}"; done
     for v in $vars; do echo "$v=${!v}"; done > $STEPS_ENV
   elif [ ! -f $STEPS_ENV ]; then
-    CHAIN_JOBS=$(for j in $CHAIN; do printf '%s ' $(field $j 2):$(field $j 3):$(field $j 4); done) \
-    $PY - "$BENCH" > $STEPS_ENV <<'PYEOF'
-import json, os, sys
-rows = {r["objective"]: r for r in json.load(open(sys.argv[1]))["rows"] if r["engine"] == "now"}
-for job in os.environ["CHAIN_JOBS"].split():
-    objective, prefix, default = job.split(":")
-    r, minutes = rows[objective], os.environ.get(prefix + "_MIN", default)
-    steps = int(float(minutes) * 60 * r["samples_per_s"] / r["batch_size"])
-    print(f"{prefix}_STEPS=${{{prefix}_STEPS:-{steps}}}  # {minutes} min at {r['samples_per_s']:.0f} samples/s")
-PYEOF
+    job_lengths "$BENCH" $(for j in $CHAIN; do printf '%s ' $(field $j 2):$(field $j 3):$(field $j 4); done) \
+      > $STEPS_ENV
   fi
   cat $STEPS_ENV; . $STEPS_ENV; export $vars
   # a job that fails (a NaN loss: the trainer stops before checkpointing it) goes on in float32 from its last checkpoint;

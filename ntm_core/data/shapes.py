@@ -205,6 +205,16 @@ def render(spec: Spec, rng: np.random.Generator, image_size: int = 32, jitter: i
     raise RuntimeError(f"could not place {spec} in {max_tries} tries")
 
 
+def renders_of(text: str, n: int, seed: int, image_size: int = 32) -> np.ndarray | None:
+    """n images [n, H, W, 3] uint8 of what a caption of this grammar states, from one generator seeded by `seed`;
+    None for any other text: real images of a prompt, to set beside a model's."""
+    spec = spec_of_caption(text)
+    if spec is None:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.stack([render(spec, rng, image_size)[0] for _ in range(n)])
+
+
 class ShapesDataset(torch.utils.data.Dataset):
     """Item i is a pure function of (seed, i): {'image': [3, H, W] in [−1, 1], 'caption': str, 'spec': dict}.
 
