@@ -35,13 +35,13 @@ def build_app(registry: Registry | None = None) -> gr.Blocks:
             gr.DuplicateButton("Duplicate to train your own", visible=ON_SPACE, scale=0)
         if not registry.choices():
             gr.Markdown("**No model found.** Bundled models live in `assets/`; trained ones in `runs/*/pipeline`.")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             pickers = [(generate.build(registry, demo), None)]
             pickers += [(compare.build(registry, demo), "ntm"), (latents.build(registry), "ntm")]
             lg, lu = likelihood.build(registry, demo)
             pickers += [(lg, "ntm"), (lu, "ntm")]
             train.build(registry)
-        refresh_pickers(demo, registry, pickers)
+        refresh_pickers(demo, tabs, registry, pickers)
     return demo
 
 

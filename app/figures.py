@@ -52,11 +52,17 @@ def ranking_figure(df: pd.DataFrame, label: str, value: str, title: str, error: 
     return fig
 
 
-def loss_curve_figure(metrics: pd.DataFrame, title: str = "") -> go.Figure:
+def loss_curve_figure(metrics: pd.DataFrame, title: str = "", empty_note: str = "") -> go.Figure:
     """Loss (left axis) and bits/dim (right, dotted) against step, one colour per number of trajectory steps K: a
-    step's loss depends on the K it drew, so one line through all of them would zigzag between K's levels."""
+    step's loss depends on the K it drew, so one line through all of them would zigzag between K's levels.
+    Without metrics: no axes, only a line that says why (`empty_note`, or that no step is logged yet)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    if len(metrics):
+    if not len(metrics):
+        fig.add_annotation(text=empty_note or "No step logged yet: the curve starts at the first log interval.",
+                           x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=14))
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+    else:
         ks = sorted(metrics["num_steps"].dropna().unique()) if "num_steps" in metrics else []
         groups = ([(f" · K={int(k)}", metrics[metrics["num_steps"] == k]) for k in ks] if len(ks) > 1
                   else [("", metrics)])

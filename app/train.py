@@ -90,7 +90,7 @@ def build(registry, jobs: JobManager | None = None):
             return
         jobs = jobs or JobManager()
         gr.Markdown(f"Jobs run as separate processes on **{hardware()}**. A finished job's model appears in the "
-                    "model pickers (reload the page).")
+                    "other tabs' model pickers as `trained: <job>`.")
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
                 name = gr.Textbox(label="Job name", value="my-ntm")
@@ -137,12 +137,16 @@ def build(registry, jobs: JobManager | None = None):
         def watch(job_id):
             table_df = jobs.jobs()
             if not jobs.exists(job_id):  # an id from the list, never a folder path
-                return "No job selected.", loss_curve_figure(pd.DataFrame(columns=["step", "loss"])), "", table_df
+                empty = loss_curve_figure(pd.DataFrame(columns=["step", "loss"]),
+                                          empty_note="No job selected: launch one, or pick one in Job.")
+                return "No job selected.", empty, "", table_df
             st = jobs.state(job_id)
             m = jobs.metrics(job_id)
             text = progress_text(job_id, st, m)
             if st.get("error"):
                 text += f"\n\n**Error:** {st['error']}"
+            if st.get("state") == "finished":
+                text += f"\n\nIts model is **trained: {job_id}** in the other tabs' model pickers."
             return text, loss_curve_figure(m, job_id), jobs.log_tail(job_id), table_df
 
         launch.click(start, [name, objective, init_from, dataset, upload, data_root, size, steps, batch], [job],

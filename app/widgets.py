@@ -204,9 +204,11 @@ def vocabulary_note(registry, prompt, model, scoring: bool = False):
     return gr.update(value=note, visible=bool(note))
 
 
-def refresh_pickers(demo, registry, pickers: list[tuple[gr.Dropdown, str | None]]) -> None:
-    """Re-read the model list whenever a page loads, so finished jobs appear without a restart."""
+def refresh_pickers(demo, tabs: gr.Tabs, registry, pickers: list[tuple[gr.Dropdown, str | None]]) -> None:
+    """Re-read the model list whenever a page loads and whenever the user changes tabs, so a job that finished
+    while the page was open is in the pickers when the user turns to them: no restart, no reload."""
     def update():
         return [gr.Dropdown(choices=registry.choices(kind)) for _, kind in pickers]
 
-    demo.load(update, outputs=[p for p, _ in pickers], api_name=False)
+    gr.on([demo.load, tabs.select], update, outputs=[p for p, _ in pickers], api_name=False, queue=False,
+          show_progress="hidden")

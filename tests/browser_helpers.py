@@ -29,7 +29,7 @@ def make_models(root) -> str:
 
 class AppServer:
     def __init__(self, models: str, runs: str, extra_env: dict | None = None):
-        self.port = free_port()
+        self.port, self.runs = free_port(), runs
         self.url = f"http://127.0.0.1:{self.port}/"
         env = dict(ENV, NTM_STUDIO_MODELS=models, NTM_STUDIO_RUNS=runs, GRADIO_SERVER_PORT=str(self.port),
                    GRADIO_ANALYTICS_ENABLED="False", **(extra_env or {}))

@@ -2,6 +2,7 @@
 Generate, wait for the gallery; open the Likelihood tab, upload an image, rank prompts. Screenshots are kept
 in $NTM_SCREENSHOTS (default: the test's temp folder)."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -99,4 +100,31 @@ def test_enter_runs_and_an_error_badges_nothing_else(server):
         page.wait_for_timeout(1000)
         assert page.get_by_text("Error", exact=True).count() == 0, "no Error badge on any output"
         assert page.locator("#gen-gallery img").count() == shown and page.get_by_text("image(s) in").first.is_visible()
+        browser.close()
+
+
+def test_a_model_exported_while_the_page_is_open_joins_the_pickers(server):
+    """A job that finishes while a user has the page open: its model is in Generate's picker once the user changes
+    tabs, without a reload."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    label = "trained: late-job"
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(server.url, wait_until="networkidle")
+        picker = page.get_by_label("Model", exact=True).first
+        picker.click()
+        page.get_by_role("option", name="trained: ntm", exact=True).wait_for(timeout=10_000)
+        assert page.get_by_role("option", name=label, exact=True).count() == 0
+        page.keyboard.press("Escape")
+        # what a finishing job leaves: its run folder with an exported pipeline
+        shutil.copytree(os.path.join(server.runs, "ntm", "pipeline"), os.path.join(server.runs, "late-job", "pipeline"))
+        try:
+            page.get_by_role("tab", name="Train").click()  # where the user watched the job
+            page.get_by_role("tab", name="Generate").click()
+            page.wait_for_timeout(1500)
+            picker.click()
+            page.get_by_role("option", name=label, exact=True).wait_for(timeout=10_000)
+        finally:
+            shutil.rmtree(os.path.join(server.runs, "late-job"))
         browser.close()

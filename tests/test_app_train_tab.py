@@ -167,6 +167,11 @@ def test_the_loss_curve_has_one_line_per_trajectory_length():
     assert lines == {"loss · K=1": [20.0, 19.0], "bits/dim · K=1": [25.0, 24.0], "loss · K=4": [1.0, 0.9],
                      "bits/dim · K=4": [1.2, 1.1]}
     assert [t.name for t in loss_curve_figure(m.assign(num_steps=4)).data] == ["loss", "bits/dim"]
+    # no metrics yet: no empty axes, a line that says why
+    empty = loss_curve_figure(m.iloc[:0], empty_note="No job selected.")
+    assert not empty.data and [a.text for a in empty.layout.annotations] == ["No job selected."]
+    assert empty.layout.xaxis.visible is False and empty.layout.yaxis.visible is False
+    assert "first log interval" in loss_curve_figure(m.iloc[:0]).layout.annotations[0].text
 
 
 def test_the_last_metrics_line_is_read_from_the_end(tmp_path):
