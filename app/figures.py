@@ -52,6 +52,22 @@ def ranking_figure(df: pd.DataFrame, label: str, value: str, title: str, error: 
     return fig
 
 
+def settled_range(step: pd.Series, y: pd.Series, settle: float = 0.25, spike: float = 3.0) -> list[float] | None:
+    """A y range that shows the curve after its first `settle` share of steps, when the start is so high (the
+    untrained loss, `spike` × the rest's spread above it) that autorange would flatten everything after it; else
+    None (autorange)."""
+    ok = y.notna() & np.isfinite(y.astype(float))
+    step, y = step[ok].astype(float), y[ok].astype(float)
+    if len(y) < 5:
+        return None
+    later = y[step >= step.min() + settle * (step.max() - step.min())]
+    lo, hi = float(later.min()), float(later.max())
+    pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 1.0
+    if float(y.max()) - hi <= spike * (hi - lo + pad):
+        return None
+    return [min(lo, float(y.min())) - pad, hi + pad]
+
+
 def loss_curve_figure(metrics: pd.DataFrame, title: str = "", empty_note: str = "") -> go.Figure:
     """Loss (left axis) and bits/dim (right, dotted) against step, one colour per number of trajectory steps K: a
     step's loss depends on the K it drew, so one line through all of them would zigzag between K's levels.
@@ -74,9 +90,17 @@ def loss_curve_figure(metrics: pd.DataFrame, title: str = "", empty_note: str = 
             if "bits_per_dim" in rows:
                 fig.add_scatter(x=rows["step"], y=rows["bits_per_dim"], name="bits/dim" + suffix, mode="lines",
                                 line=dict(color=colour, dash="dot"), secondary_y=True)
-        fig.update_yaxes(title_text="loss", secondary_y=False)
-        if "bits_per_dim" in metrics:
-            fig.update_yaxes(title_text="bits/dim", secondary_y=True)
+        clipped = False
+        for col, secondary, name in (("loss", False, "loss"), ("bits_per_dim", True, "bits/dim")):
+            if col not in metrics:
+                continue
+            span = settled_range(metrics["step"], metrics[col])
+            clipped |= span is not None
+            fig.update_yaxes(title_text=name, secondary_y=secondary, range=span)
+        if clipped:
+            fig.add_annotation(text="axes fit the later steps: the first ones run off the top", x=1, y=1.02,
+                               xref="paper", yref="paper", xanchor="right", yanchor="bottom", showarrow=False,
+                               font=dict(size=11, color="grey"))
     fig.update_layout(title=title or "Training", xaxis_title="step", height=380,
                       legend=dict(orientation="h", y=-0.22, yanchor="top"), margin=dict(l=40, r=20, t=50, b=90))
     return fig

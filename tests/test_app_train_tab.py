@@ -174,6 +174,23 @@ def test_the_loss_curve_has_one_line_per_trajectory_length():
     assert "first log interval" in loss_curve_figure(m.iloc[:0]).layout.annotations[0].text
 
 
+def test_the_loss_axes_fit_the_settled_curve_not_the_untrained_start():
+    import numpy as np
+    import pandas as pd
+
+    from app.figures import loss_curve_figure, settled_range
+
+    step = pd.Series(np.arange(1, 201, dtype=float))
+    spiky = pd.Series(np.r_[[180.0, 120.0, 60.0], np.linspace(-0.5, -1.0, 197)])  # an NLL may go negative
+    lo, hi = settled_range(step, spiky)
+    # the curve after its first quarter shows whole, the untrained start runs off the top
+    assert lo <= -1.0 and spiky[step >= 50.75].max() <= hi < 0.0, (lo, hi)
+    assert settled_range(step, pd.Series(np.linspace(2.0, 1.0, 200))) is None  # nothing to cut: autorange
+    fig = loss_curve_figure(pd.DataFrame({"step": step, "loss": spiky}))
+    assert list(fig.layout.yaxis.range) == [lo, hi] and "run off the top" in fig.layout.annotations[0].text
+    assert not loss_curve_figure(pd.DataFrame({"step": step, "loss": np.linspace(2.0, 1.0, 200)})).layout.annotations
+
+
 def test_the_last_metrics_line_is_read_from_the_end(tmp_path):
     import json
 
