@@ -15,7 +15,7 @@ from ntm_core.pipeline import NTMPipeline
 from .generate import evaluator_readings, mark
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, guidance_problem, guidance_slider, model_picker,
                       model_problem, number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs,
-                      seed_problem, show, user_errors, validator)
+                      run_on_first_open, seed_problem, show, user_errors, validator)
 
 MAX_BASELINES = 4
 
@@ -93,7 +93,7 @@ def compare(registry, prompt, model, steps, guidance, seed, randomize, baselines
 
 
 def build(registry, demo):
-    with gr.Tab("Compare", id="compare"):
+    with gr.Tab("Compare", id="compare") as tab:
         gr.Markdown("The same prompt and seed through several final steps / models, side by side.")
         with gr.Row(equal_height=True):
             prompt = gr.Textbox(label="Prompt", show_label=False, value=EXAMPLE_PROMPTS[1], lines=1, max_lines=1,
@@ -114,7 +114,8 @@ def build(registry, demo):
                 with gr.Row():
                     seed, randomize = seed_inputs(randomize=False)
             with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Side by side", columns=4, height="fit-content", object_fit="contain")
+                gallery = gr.Gallery(label="Side by side", columns=4, height="fit-content", object_fit="contain",
+                                     elem_id="cmp-gallery")
                 note = gr.Markdown()
                 table = gr.Dataframe(label="Wall time per method (this machine), and the evaluator's verdict on a "
                                            "shapes prompt", interactive=False,
@@ -125,8 +126,10 @@ def build(registry, demo):
         def run(prompt, model, steps, guidance, seed, randomize, baselines):
             return compare(registry, prompt, model, steps, guidance, seed, randomize, baselines)
 
-        gr.on([button.click, prompt.submit], run, [prompt, model, steps, guidance, seed, randomize, baselines],
-              [gallery, table, note, seed], api_name="compare", validator=validator(problems, registry), **MODEL_WORK)
+        inputs, outputs = [prompt, model, steps, guidance, seed, randomize, baselines], [gallery, table, note, seed]
+        gr.on([button.click, prompt.submit], run, inputs, outputs, api_name="compare",
+              validator=validator(problems, registry), **MODEL_WORK)
+        run_on_first_open(tab, run, inputs, outputs, shown=gallery)
         # on a page load too: a job that finished since appears
         gr.on([model.change, demo.load], lambda m, c: baseline_update(registry, m, c), [model, baselines], [baselines],
               api_name=False, queue=False)

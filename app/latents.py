@@ -10,7 +10,7 @@ from .figures import (LATENT_STATS_COLUMNS, latent_heatmap_figure, latent_histog
                       latent_stats_table)
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, gpu, guidance_problem, guidance_slider, model_picker,
                       model_problem, number_problem, pick_seed, prompt_problem, raise_problems, seed_inputs,
-                      seed_problem, show, user_errors, validator)
+                      run_on_first_open, seed_problem, show, user_errors, validator)
 
 NAMES = ["x (state)", "u = f_T(x)", "μ (predictor mean)", "σ (predictor scale)", "z (noise drawn)"]
 TILE = 128  # px per tile: a row of 5 (K = 4) fits the page with its captions
@@ -50,7 +50,7 @@ def inspect_latents(registry, prompt, model, steps, guidance, seed, randomize):
 
 
 def build(registry):
-    with gr.Tab("Latents", id="latents"):
+    with gr.Tab("Latents", id="latents") as tab:
         gr.Markdown("What the transporter does: for each step, the state x, its latent u = f_T(x), and the Gaussian "
                     "(μ, σ) the predictor puts on the next latent. Columns are the states from t = 1 (pure noise) to "
                     "t_0; μ, σ and z sit under the state they produce. Each row shares one colour scale (x: [−1, 1]; "
@@ -66,7 +66,8 @@ def build(registry):
             seed, randomize = seed_inputs(randomize=False)
         note = gr.Markdown()
         galleries = [gr.Gallery(label=n, columns=5, height="fit-content", object_fit="contain", allow_preview=False,
-                                elem_classes="pixelated") for n in NAMES]
+                                elem_classes="pixelated", elem_id=f"lat-gallery-{i}" if i else "lat-gallery")
+                     for i, n in enumerate(NAMES)]
         heatmap = gr.Plot(label="Transporter displacement |f_T(x) − x| per state")
         hist = gr.Plot(label="Distributions per step: u − x and log σ")
         stats = gr.Dataframe(label="Per-step statistics", interactive=False, headers=LATENT_STATS_COLUMNS)
@@ -76,7 +77,9 @@ def build(registry):
         def run(prompt, model, steps, guidance, seed, randomize):
             return inspect_latents(registry, prompt, model, steps, guidance, seed, randomize)
 
-        gr.on([button.click, prompt.submit], run, [prompt, model, steps, guidance, seed, randomize],
-              [note, *galleries, heatmap, hist, stats, seed], api_name="latents",
+        inputs = [prompt, model, steps, guidance, seed, randomize]
+        outputs = [note, *galleries, heatmap, hist, stats, seed]
+        gr.on([button.click, prompt.submit], run, inputs, outputs, api_name="latents",
               validator=validator(problems, registry), **MODEL_WORK)
+        run_on_first_open(tab, run, inputs, outputs, shown=galleries[0])
     return model

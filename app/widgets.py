@@ -122,6 +122,16 @@ def validations(problems: list[str | None]):
     return [gr.validate(p is None, p or "") for p in problems]
 
 
+def run_on_first_open(tab: gr.Tab, fn, inputs: list, outputs: list, shown: gr.Gallery) -> None:
+    """Run a tab's work with its inputs as they stand the first time a visitor opens the tab, so it opens on a
+    result (as Generate opens on its example grid) rather than on empty panels. `shown`, one of the outputs, is
+    empty until something ran: once it is not, a visit keeps what is shown."""
+    def first(images, *args):
+        return [gr.skip()] * len(outputs) if images else fn(*args)
+
+    tab.select(first, [shown, *inputs], outputs, api_name=False, show_progress="minimal", **MODEL_WORK)
+
+
 def validator(problems, registry):
     """An event's `validator` from a tab's problems(registry, *inputs) function."""
     return lambda *inputs: validations(problems(registry, *inputs))

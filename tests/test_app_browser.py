@@ -128,3 +128,22 @@ def test_a_model_exported_while_the_page_is_open_joins_the_pickers(server):
         finally:
             shutil.rmtree(os.path.join(server.runs, "late-job"))
         browser.close()
+
+
+def test_compare_and_latents_open_on_a_result(server):
+    """Opening Compare or Latents runs it once with the tab's defaults: a visitor sees what it shows before they
+    click; a second visit keeps what is shown."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server.url, wait_until="networkidle")
+        for tab, shown in (("Latents", "#lat-gallery img"), ("Compare", "#cmp-gallery img")):
+            assert page.locator(shown).count() == 0
+            page.get_by_role("tab", name=tab).click()
+            page.locator(shown).first.wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Latents").click()
+        page.wait_for_timeout(2000)
+        assert page.locator("#lat-gallery img").count() > 0, "a second visit keeps the result"
+        assert page.locator(".js-plotly-plot").count() >= 2, "with its plots"
+        browser.close()
