@@ -4,6 +4,7 @@ not launch jobs) unless NTM_STUDIO_ENABLE_TRAINING=1. NTM_STUDIO_ENABLE_TRAINING
 from __future__ import annotations
 
 import os
+import re
 
 import gradio as gr
 import pandas as pd
@@ -79,6 +80,20 @@ def progress_text(job: str, st: dict, m: pd.DataFrame) -> str:
     return " · ".join(parts)
 
 
+def end_notice(job: str, shown: str | None, st: dict) -> str | None:
+    """A pop-up line when the watched job ends: the progress text still on the page (`shown`, the memory between
+    ticks) is this job's and was not ended, and its status now is. None otherwise (another job, or already shown)."""
+    ended = ("finished", "failed", "stopped")
+    before = re.match(r"\*\*(.+?)\*\*: (\w+)", shown or "")
+    if not before or before.group(1) != job or before.group(2) in ended or st.get("state") not in ended:
+        return None
+    if st["state"] == "finished":
+        return f"{job} finished: its model, trained: {job}, is in the other tabs' model pickers."
+    if st["state"] == "failed":
+        return f"{job} failed: {st.get('error') or 'see its log'}."
+    return f"{job} stopped at step {st.get('step', '?')}; its last checkpoint is kept."
+
+
 def build(registry, jobs: JobManager | None = None):
     with gr.Tab("Train", id="train"):
         if not enabled():
@@ -134,7 +149,7 @@ def build(registry, jobs: JobManager | None = None):
                                  upload=upload, data_root=data_root or None)
             return gr.Dropdown(choices=list(jobs.jobs()["job"]), value=job_id)
 
-        def watch(job_id):
+        def watch(job_id, shown):
             table_df = jobs.jobs()
             if not jobs.exists(job_id):  # an id from the list, never a folder path
                 empty = loss_curve_figure(pd.DataFrame(columns=["step", "loss"]),
@@ -143,6 +158,9 @@ def build(registry, jobs: JobManager | None = None):
             st = jobs.state(job_id)
             m = jobs.metrics(job_id)
             text = progress_text(job_id, st, m)
+            notice = end_notice(job_id, shown, st)
+            if notice:
+                (gr.Warning if st.get("state") == "failed" else gr.Info)(notice)
             if st.get("error"):
                 text += f"\n\n**Error:** {st['error']}"
             if st.get("state") == "finished":
@@ -152,8 +170,8 @@ def build(registry, jobs: JobManager | None = None):
         launch.click(start, [name, objective, init_from, dataset, upload, data_root, size, steps, batch], [job],
                      api_name="train")
         cancel.click(user_errors(lambda j: gr.Info(jobs.cancel(j))), [job], None, api_name=False)
-        timer.tick(watch, [job], [state, curve, log, table], api_name=False, show_progress="hidden")
-        job.change(watch, [job], [state, curve, log, table], api_name=False)
+        timer.tick(watch, [job, state], [state, curve, log, table], api_name=False, show_progress="hidden")
+        job.change(watch, [job, state], [state, curve, log, table], api_name=False)
         objective.change(lambda o: start_picker(registry, o), [objective], [init_from], api_name=False,
                          queue=False)
         dataset.change(lambda d: data_inputs(d, folders), [dataset], [upload, data_root], api_name=False,

@@ -155,6 +155,21 @@ def test_the_log_keeps_messages_and_only_the_latest_progress_bar(tmp_path, monke
         "training ntm on CPU", bar.format(p=30, s=18), "checkpoint saved at step 18", bar.format(p=50, s=30)]
 
 
+def test_a_pop_up_says_once_that_the_watched_job_ended():
+    from app.train import end_notice, progress_text
+    import pandas as pd
+
+    none = pd.DataFrame(columns=["step", "loss"])
+    running = progress_text("job-a", {"state": "running", "step": 5, "total_steps": 10}, none)
+    done = {"state": "finished", "step": 10, "total_steps": 10}
+    assert "trained: job-a" in end_notice("job-a", running, done)
+    assert "boom" in end_notice("job-a", running, {"state": "failed", "error": "boom"})
+    assert end_notice("job-a", progress_text("job-a", done, none), done) is None  # said already
+    assert end_notice("job-b", running, done) is None  # the page showed another job
+    assert end_notice("job-a", "No job selected.", done) is None
+    assert end_notice("job-a", running, {"state": "running", "step": 6}) is None
+
+
 def test_the_loss_curve_has_one_line_per_trajectory_length():
     import pandas as pd
 
