@@ -15,7 +15,7 @@ import torch
 
 from ntm_core.data import caption_vocabulary, example_prompts
 from ntm_core.pipeline import MODEL_INDEX, FlowMatchingPipeline, NTMPipeline, load_pipeline, model_index
-from ntm_core.runs import RunFolder, training_records
+from ntm_core.runs import RunFolder, lineage, training_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
@@ -124,14 +124,7 @@ def trajectory_lengths(folder: str) -> str:
     def objective(r: RunFolder) -> str | None:  # older bundles have a config and no status
         return r.status().get("objective") or r.config().get("objective")
 
-    run = training_records(folder)
-    for _ in range(8):  # a bundle's lineage, or a run's init_from chain
-        if run is None or objective(run) != "denoiser":
-            break
-        init = run.config().get("init_from")
-        nested = os.path.join(run.path, "init")
-        run = RunFolder(nested) if os.path.exists(os.path.join(nested, "config.yaml")) else (
-            training_records(init) if isinstance(init, str) else None)
+    run = next((r for r in lineage(folder) if objective(r) != "denoiser"), None)
     if run is None or objective(run) not in ("ntm", "gauss", "fm_to_ntm"):
         return ""
     if objective(run) == "fm_to_ntm" and not run.step():

@@ -190,10 +190,22 @@ def copy_records(pipeline: str, dest: str) -> bool:
     return True
 
 
-def lineage(bundle: str) -> list[RunFolder]:
-    """The runs behind a bundle, its own first, then the model it was initialised from, and so on."""
-    out, folder = [], os.path.join(bundle, "training")
-    while os.path.exists(os.path.join(folder, "config.yaml")):
-        out.append(RunFolder(folder))
-        folder = os.path.join(folder, "init")
+def lineage(pipeline: str, limit: int = 16) -> list[RunFolder]:
+    """The runs behind a pipeline folder, its own first, then the model it was initialised from, and so on: in a
+    bundle the nested training/init/ folders (as exported); for a trainer's run, the run its config's init_from
+    points to (which may be a bundle, whose nested records go on from there). A bundle's own init_from is a path on
+    the machine that trained it, so it is not followed."""
+    out, run = [], training_records(pipeline)
+    bundled = run is not None and run.path == os.path.join(pipeline, "training")
+    while run is not None and len(out) < limit:
+        out.append(run)
+        nested = os.path.join(run.path, "init")
+        init = run.config().get("init_from")
+        if os.path.exists(os.path.join(nested, "config.yaml")):
+            run = RunFolder(nested)
+        elif not bundled and isinstance(init, str):
+            run = training_records(init)
+            bundled = run is not None and run.path == os.path.join(init, "training")
+        else:
+            run = None
     return out

@@ -312,3 +312,32 @@ def test_train_shifts_train_on_each_grid(tmp_path):
     assert torch.allclose(loss, nll.total.mean() / (nll.dim * 3), rtol=1e-10)
     assert not torch.allclose(loss, NTMObjective(ntm)(x0, None, 2, torch.Generator().manual_seed(1))[0], rtol=1e-3)
 
+
+
+def test_lineage_follows_runs_into_a_bundle_and_stops_at_a_bundles_own_init_from(tmp_path):
+    """A trainer's run: its config's init_from, run after run, and into a bundle's nested records; a bundle's own
+    init_from (a path on the machine that trained it) is never followed, even where it resolves here."""
+    import yaml
+
+    from ntm_core.runs import lineage
+
+    def record(folder, objective, init_from=None):
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg = {"objective": objective, **({"init_from": str(init_from)} if init_from else {})}
+        (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+    stray = tmp_path / "stray"  # resolves here, but is not what the bundle was trained from
+    record(stray, "fm")
+    (stray / "pipeline").mkdir()
+    bundle = tmp_path / "bundle"
+    record(bundle / "training", "fm_to_ntm", init_from=stray / "pipeline")
+    record(bundle / "training" / "init", "fm", init_from="/elsewhere/fm/pipeline")
+    (bundle / "model_index.json").write_text("{}")
+    record(tmp_path / "ntm", "ntm", init_from=bundle)
+    record(tmp_path / "den", "denoiser", init_from=tmp_path / "ntm" / "pipeline")
+
+    objectives = lambda p: [r.config()["objective"] for r in lineage(str(p))]  # noqa: E731
+    assert objectives(tmp_path / "den" / "pipeline") == ["denoiser", "ntm", "fm_to_ntm", "fm"]
+    assert objectives(bundle) == ["fm_to_ntm", "fm"]
+    (bundle / "training" / "init" / "config.yaml").unlink()  # a bundle exported without its init's records
+    assert objectives(bundle) == ["fm_to_ntm"]
