@@ -217,8 +217,9 @@ def vocabulary_note(registry, prompt, model, scoring: bool = False):
 def refresh_pickers(demo, tabs: gr.Tabs, registry, pickers: list[tuple[gr.Dropdown, str | None]]) -> None:
     """Re-read the model list whenever a page loads and whenever the user changes tabs, so a job that finished
     while the page was open is in the pickers when the user turns to them: no restart, no reload."""
-    def update():
-        return [gr.Dropdown(choices=registry.choices(kind)) for _, kind in pickers]
+    def update():  # one read of the model list per kind of picker (it reads every model's files)
+        choices = {kind: registry.choices(kind) for kind in {kind for _, kind in pickers}}
+        return [gr.Dropdown(choices=choices[kind]) for _, kind in pickers]
 
     gr.on([demo.load, tabs.select], update, outputs=[p for p, _ in pickers], api_name=False, queue=False,
           show_progress="hidden")

@@ -162,13 +162,18 @@ class RunFolder:
 RECORDS = ("config.yaml", "status.json", "metrics.jsonl")
 
 
+def bundled_records(pipeline: str) -> bool:
+    """Whether a pipeline folder carries its training records (an exported bundle's training/)."""
+    return os.path.exists(os.path.join(pipeline, "training", "config.yaml"))
+
+
 def training_records(pipeline: str) -> RunFolder | None:
     """The records of the run behind a pipeline folder: a bundle's training/, or the run folder a trainer's
     <run>/pipeline sits in; None when it has neither."""
-    for path in (os.path.join(pipeline, "training"), os.path.dirname(os.path.abspath(pipeline))):
-        if os.path.exists(os.path.join(path, "config.yaml")):
-            return RunFolder(path)
-    return None
+    if bundled_records(pipeline):
+        return RunFolder(os.path.join(pipeline, "training"))
+    path = os.path.dirname(os.path.abspath(pipeline))
+    return RunFolder(path) if os.path.exists(os.path.join(path, "config.yaml")) else None
 
 
 def copy_records(pipeline: str, dest: str) -> bool:
@@ -177,7 +182,7 @@ def copy_records(pipeline: str, dest: str) -> bool:
     run = training_records(pipeline)
     if run is None:
         return False
-    if run.path == os.path.join(pipeline, "training"):  # a bundle: its lineage is already assembled
+    if bundled_records(pipeline):  # a bundle: its lineage is already assembled
         shutil.copytree(run.path, dest, dirs_exist_ok=True)
         return True
     os.makedirs(dest, exist_ok=True)
@@ -195,17 +200,15 @@ def lineage(pipeline: str, limit: int = 16) -> list[RunFolder]:
     bundle the nested training/init/ folders (as exported); for a trainer's run, the run its config's init_from
     points to (which may be a bundle, whose nested records go on from there). A bundle's own init_from is a path on
     the machine that trained it, so it is not followed."""
-    out, run = [], training_records(pipeline)
-    bundled = run is not None and run.path == os.path.join(pipeline, "training")
+    out, run, bundled = [], training_records(pipeline), bundled_records(pipeline)
     while run is not None and len(out) < limit:
         out.append(run)
         nested = os.path.join(run.path, "init")
-        init = run.config().get("init_from")
+        init = None if bundled else run.config().get("init_from")
         if os.path.exists(os.path.join(nested, "config.yaml")):
             run = RunFolder(nested)
-        elif not bundled and isinstance(init, str):
-            run = training_records(init)
-            bundled = run is not None and run.path == os.path.join(init, "training")
+        elif isinstance(init, str):
+            run, bundled = training_records(init), bundled_records(init)
         else:
             run = None
     return out
