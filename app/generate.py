@@ -15,9 +15,9 @@ from ntm_core.data.shapes import spec_of_caption
 from ntm_core.pipeline import NTMPipeline, default_final_step
 
 from .registry import CANDIDATES_RANGE, trajectory_lengths
-from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, guidance_problem, guidance_slider, guidance_update,
-                      model_picker, model_problem, number_problem, pick_seed, prompt_problem, raise_problems,
-                      seed_inputs, seed_problem, user_errors, validator, vocabulary_note)
+from .widgets import (GPU_SECONDS, MODEL_WORK, OUTPUTS, OutputFiles, gpu, guidance_problem, guidance_slider,
+                      guidance_update, model_picker, model_problem, number_problem, pick_seed, prompt_problem,
+                      raise_problems, seed_inputs, seed_problem, user_errors, validator, vocabulary_note)
 
 FINAL = [("learned denoiser (fast)", "learned"), ("score denoising (exact score, slow)", "score"),
          ("none (x at t_min)", "none")]
@@ -143,8 +143,8 @@ class ExampleGrid:
     """What a model draws for its example prompts (seed 0, default settings), made once per model and kept: the
     page shows it on load, before anyone clicks."""
 
-    def __init__(self, registry):
-        self.registry, self._grids, self._lock = registry, {}, threading.Lock()
+    def __init__(self, registry, files: OutputFiles = OUTPUTS):
+        self.registry, self.files, self._grids, self._lock = registry, files, {}, threading.Lock()
 
     def __call__(self, model: str) -> tuple[list, str]:
         """(gallery items, the note under them: how they were drawn and the evaluator's verdicts, `evaluator_note`);
@@ -157,7 +157,7 @@ class ExampleGrid:
             if key not in self._grids:
                 pipe = self.registry.get(model)
                 steps = NTM_STEPS if info.is_ntm else FM_STEPS
-                folder = OUTPUTS.new_folder()
+                folder = self.files.new_folder(keep=True)  # handed out to every later visitor: never pruned
                 prompts = info.examples[:8]
                 images, _ = draw(pipe, prompts, [EXAMPLE_SEED] * len(prompts), steps, info.guidance_scale, 1.0,
                                  None, info.num_candidates) if prompts else ([], [])
@@ -167,7 +167,7 @@ class ExampleGrid:
                 text = (f"What `{model}` draws for its example prompts (seed {EXAMPLE_SEED}, default settings{best}). "
                         "Type a prompt and press Enter, or click an example."
                         + evaluator_note(checks, [f"“{p}”" for p in prompts], info.dataset))
-                self._grids[key] = ([(OUTPUTS.png(folder, image, f"{prompt}-seed{EXAMPLE_SEED}"),
+                self._grids[key] = ([(self.files.png(folder, image, f"{prompt}-seed{EXAMPLE_SEED}"),
                                       f"{mark(check)}example · {prompt}")
                                      for prompt, image, check in zip(prompts, images, checks)],
                                     text if prompts else "")

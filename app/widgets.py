@@ -147,22 +147,29 @@ def raise_problems(problems: list[str | None]) -> None:
 # ---- output files: PNGs and CSVs a user downloads, in one folder that is pruned as it grows ----
 class OutputFiles:
     """Each call's files in a fresh subfolder (names stay readable: prompt and seed, never clashing), removed
-    after `max_age` seconds; gradio serves its own copies, which Blocks(delete_cache=…) removes."""
+    after `max_age` seconds; gradio serves its own copies, which Blocks(delete_cache=…) removes.
+
+    A folder made with keep=True is never removed: it holds files the app hands out again later (the example grid
+    every visitor's page opens on). Gradio re-copies a served file from its source once its own copy is deleted,
+    so a pruned source would show as a broken image for every later visitor."""
+
+    KEPT = "kept"
 
     def __init__(self, root: str | None = None, max_age: float = 3600.0):
         self.root = root or os.path.join(tempfile.gettempdir(), f"ntm-studio-{os.getpid()}")
         self.max_age = max_age
         self._lock = threading.Lock()
 
-    def new_folder(self) -> str:
+    def new_folder(self, keep: bool = False) -> str:
         with self._lock:
-            os.makedirs(self.root, exist_ok=True)
+            kept = os.path.join(self.root, self.KEPT)
+            os.makedirs(kept, exist_ok=True)
             now = time.time()
             for name in os.listdir(self.root):
                 path = os.path.join(self.root, name)
-                if now - os.path.getmtime(path) > self.max_age:
+                if name != self.KEPT and now - os.path.getmtime(path) > self.max_age:
                     shutil.rmtree(path, ignore_errors=True)
-            return tempfile.mkdtemp(dir=self.root)
+            return tempfile.mkdtemp(dir=kept if keep else self.root)
 
     def png(self, folder: str, image: Image.Image, stem: str) -> str:
         path = os.path.join(folder, f"{slug(stem)}.png")

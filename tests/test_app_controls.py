@@ -8,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from app.generate import FINAL, controls, problems
 from app.registry import Registry
@@ -90,9 +91,12 @@ def test_output_files_are_named_and_pruned(tmp_path):
     files = OutputFiles(str(tmp_path / "out"), max_age=60)
     old = files.csv(pd.DataFrame({"a": [1]}), "likelihood upload")
     assert os.path.basename(old) == "likelihood-upload.csv"
-    os.utime(os.path.dirname(old), (time.time() - 120, time.time() - 120))
+    kept = files.png(files.new_folder(keep=True), Image.new("RGB", (4, 4)), "example")
+    for path in (old, kept):
+        os.utime(os.path.dirname(path), (time.time() - 120, time.time() - 120))
     files.new_folder()
     assert not os.path.exists(old), "folders older than max_age are removed when the next one is made"
+    assert os.path.exists(kept), "a kept folder (files handed out again, e.g. the example grid) is never pruned"
     assert slug("A Red circle, seed 7!") == "a-red-circle-seed-7" and slug("???") == "image"
 
 
@@ -233,3 +237,21 @@ def test_candidates_are_checked_against_the_model(registry):
     assert candidates_problem("fm-shapes32", 4, 50) is None, "ignored, as its temperature (the slider is disabled)"
     assert "between 1 and 8" in candidates_problem("ntm-shapes32", 9)
     assert "whole number" in candidates_problem("ntm-shapes32", 2.5)
+
+
+def test_the_example_grid_outlives_the_pruning_of_output_files(registry, tmp_path):
+    """The grid every visitor's page opens on is drawn once per model and handed out for the server's lifetime. Its
+    PNGs must outlive the hourly pruning of output files: gradio re-copies a served file from its source once its
+    own copy is deleted, and a pruned source showed as eight broken images on the landing page (seen in Chromium)."""
+    from app.generate import ExampleGrid
+
+    files = OutputFiles(str(tmp_path / "out"), max_age=60)
+    grid = ExampleGrid(registry, files)
+    items, note = grid("fm-shapes32")
+    paths = [path for path, _ in items]
+    assert len(paths) == 8 and "evaluator" in note
+    for path in paths:
+        os.utime(os.path.dirname(path), (time.time() - 120, time.time() - 120))
+    files.new_folder()  # the next user's output prunes what is older than max_age
+    assert all(os.path.exists(p) for p in paths)
+    assert grid("fm-shapes32")[0] == items, "drawn once, the same files handed out again"
