@@ -23,8 +23,8 @@ from ntm_core.pipeline import LIKELIHOOD_REFERENCE
 from .figures import distribution_figure, nll_parts_figure, ranking_figure
 from .registry import ASSETS, trajectory_lengths
 from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, model_picker, model_problem,
-                      number_problem, prompt_problem, raise_problems, seed_problem, show, user_errors, validator,
-                      vocabulary_note)
+                      number_problem, prompt_problem, raise_problems, run_on_first_open, seed_problem, show,
+                      user_errors, validator, vocabulary_note)
 
 EXAMPLE_UPLOADS = [(os.path.join(ASSETS, "examples", name), prompts) for name, prompts in [
     ("shapes-render.png", "a yellow circle and a yellow triangle\na red square\ntwo blue circles"),
@@ -292,7 +292,7 @@ def _ranking_note(rank: pd.DataFrame) -> str:
 
 
 def build(registry, demo):
-    with gr.Tab("Likelihood", id="likelihood"):
+    with gr.Tab("Likelihood", id="likelihood") as tab:
         gr.Markdown(EXPLAIN)
         with gr.Tab("Generated images of a prompt"):
             with gr.Row():
@@ -311,7 +311,8 @@ def build(registry, demo):
                                              "beside the samples, as the reference they should match")
                     go_g = gr.Button("Compute likelihoods", variant="primary")
                 with gr.Column(scale=3):
-                    gallery = gr.Gallery(label="Images", columns=4, height=180, object_fit="contain")
+                    gallery = gr.Gallery(label="Images", columns=4, height=180, object_fit="contain",
+                                         elem_id="likg-gallery")
                     summary = gr.Dataframe(label="Per image (bits/dim, mean ± std over the forward trajectories)",
                                            interactive=False, headers=["item", *DENSITIES])
             with gr.Row():
@@ -325,17 +326,21 @@ def build(registry, demo):
                 return likelihood_of_generated(registry, prompt, model, steps, count, trajectories, seed, reals,
                                                progress)
 
-            gr.on([go_g.click, prompt.submit], run_generated, [prompt, model_g, steps_g, count, traj_g, seed_g, reals_g],
-                  [gallery, parts_g, dist_g, summary, csv_g], api_name="likelihood_generated",
+            inputs_g, outputs_g = [prompt, model_g, steps_g, count, traj_g, seed_g, reals_g], [gallery, parts_g,
+                                                                                                dist_g, summary, csv_g]
+            gr.on([go_g.click, prompt.submit], run_generated, inputs_g, outputs_g, api_name="likelihood_generated",
                   validator=validator(generated_problems, registry), **MODEL_WORK)
+            run_on_first_open(tab, run_generated, inputs_g, outputs_g, shown=gallery, show_progress="full")
 
-        with gr.Tab("An uploaded image"):
+        with gr.Tab("An uploaded image") as upload_tab:
             with gr.Row():
                 with gr.Column(scale=2, min_width=300):
-                    upload = gr.File(label="Image (any size or format)", file_types=["image"], type="filepath",
-                                     elem_id="lik-upload")
-                    prompts = gr.Textbox(label="Candidate prompts (one per line)", lines=5,
-                                         value="\n".join(EXAMPLE_PROMPTS[:4]))
+                    # the first example is loaded, so the sub-tab opens on its ranking (run_on_first_open below)
+                    first_upload, first_prompts = next(((path, p) for path, p in EXAMPLE_UPLOADS if os.path.exists(path)),
+                                                       (None, "\n".join(EXAMPLE_PROMPTS[:4])))
+                    upload = gr.File(value=first_upload, label="Image (any size or format)", file_types=["image"],
+                                     type="filepath", elem_id="lik-upload")
+                    prompts = gr.Textbox(label="Candidate prompts (one per line)", lines=5, value=first_prompts)
                     vocab_u = gr.Markdown(visible=False)
                     model_u = model_picker(registry, kind="ntm")
                     with gr.Row():
@@ -364,9 +369,11 @@ def build(registry, demo):
             def run_upload(upload, prompts, model, steps, trajectories, seed, progress=gr.Progress()):
                 return likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, seed, progress)
 
-            go_u.click(run_upload, [upload, prompts, model_u, steps_u, traj_u, seed_u],
-                       [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u], api_name="likelihood",
+            inputs_u = [upload, prompts, model_u, steps_u, traj_u, seed_u]
+            outputs_u = [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u]
+            go_u.click(run_upload, inputs_u, outputs_u, api_name="likelihood",
                        validator=validator(upload_problems, registry), **MODEL_WORK)
+            run_on_first_open(upload_tab, run_upload, inputs_u, outputs_u, shown=seen, show_progress="full")
         for picker, slider, text, vocab in ((model_g, steps_g, prompt, vocab_g), (model_u, steps_u, prompts, vocab_u)):
             gr.on([picker.change, demo.load], lambda m: k_slider(registry, m), [picker], [slider], api_name=False,
                   queue=False)

@@ -3,6 +3,7 @@ shown as gr.Error."""
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 import random
@@ -122,14 +123,20 @@ def validations(problems: list[str | None]):
     return [gr.validate(p is None, p or "") for p in problems]
 
 
-def run_on_first_open(tab: gr.Tab, fn, inputs: list, outputs: list, shown: gr.Gallery) -> None:
+def run_on_first_open(tab: gr.Tab, fn, inputs: list, outputs: list, shown: gr.Gallery | gr.Image,
+                      show_progress: str = "minimal") -> None:
     """Run a tab's work with its inputs as they stand the first time a visitor opens the tab, so it opens on a
     result (as Generate opens on its example grid) rather than on empty panels. `shown`, one of the outputs, is
-    empty until something ran: once it is not, a visit keeps what is shown."""
-    def first(images, *args):
-        return [gr.skip()] * len(outputs) if images else fn(*args)
+    empty until something ran: once it is not, a visit keeps what is shown. A fn with a `progress` parameter gets
+    the event's tracker, so longer work (show_progress="full") shows its progress bar."""
+    takes_progress = "progress" in inspect.signature(fn).parameters
 
-    tab.select(first, [shown, *inputs], outputs, api_name=False, show_progress="minimal", **MODEL_WORK)
+    def first(shown_value, *args, progress=gr.Progress()):
+        if shown_value:
+            return [gr.skip()] * len(outputs)
+        return fn(*args, progress=progress) if takes_progress else fn(*args)
+
+    tab.select(first, [shown, *inputs], outputs, api_name=False, show_progress=show_progress, **MODEL_WORK)
 
 
 def validator(problems, registry):

@@ -45,9 +45,13 @@ def test_generate_and_upload_in_chromium(server, tmp_path):
 
         page.get_by_role("tab", name="Likelihood").click()
         page.get_by_role("tab", name="An uploaded image").click()
+        page.locator("#lik-seen img").first.wait_for(timeout=90_000)  # it opens on the example upload's ranking
+        example_note = page.locator("#lik-note").inner_text()
+        page.locator("#lik-upload button[aria-label=Clear]").click()  # the example out, the user's image in
         page.locator("#lik-upload input[type=file]").set_input_files(str(png))
         page.locator("#lik-button").click()
-        page.locator("#lik-seen img").first.wait_for(timeout=90_000)
+        page.wait_for_function("t => document.querySelector('#lik-note').innerText !== t", arg=example_note,
+                               timeout=90_000)
         page.get_by_text("Ranking (zero-shot classification)").first.wait_for(timeout=30_000)
         page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)  # plotly is bundled: no CDN
         assert page.locator(".js-plotly-plot").count() >= 2, "the ranking and per-step charts render"
@@ -130,15 +134,17 @@ def test_a_model_exported_while_the_page_is_open_joins_the_pickers(server):
         browser.close()
 
 
-def test_compare_and_latents_open_on_a_result(server):
-    """Opening Compare or Latents runs it once with the tab's defaults: a visitor sees what it shows before they
-    click; a second visit keeps what is shown."""
+def test_compare_latents_and_likelihood_open_on_a_result(server):
+    """Opening Compare, Latents or Likelihood (each of its two parts; the upload part on its loaded example) runs it
+    once with the tab's defaults: a visitor sees what it shows before they click; a second visit keeps what is
+    shown."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = _browser(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(server.url, wait_until="networkidle")
-        for tab, shown in (("Latents", "#lat-gallery img"), ("Compare", "#cmp-gallery img")):
+        for tab, shown in (("Latents", "#lat-gallery img"), ("Compare", "#cmp-gallery img"),
+                           ("Likelihood", "#likg-gallery img"), ("An uploaded image", "#lik-seen img")):
             assert page.locator(shown).count() == 0
             page.get_by_role("tab", name=tab).click()
             page.locator(shown).first.wait_for(timeout=60_000)
