@@ -9,6 +9,7 @@ import json
 import os
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -150,9 +151,11 @@ def default_guidance(folder: str) -> float:
 
 
 class Registry:
+    MAX_LOADED = 8  # pipelines kept in memory (15–35 MB each): a server whose users train job after job stays bounded
+
     def __init__(self):
         self._lock = threading.Lock()
-        self._loaded: dict[str, object] = {}
+        self._loaded: OrderedDict[str, object] = OrderedDict()  # least recently used first
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     def choices(self, kind: str | None = None) -> list[str]:
@@ -180,9 +183,15 @@ class Registry:
         if folder is None:
             raise ValueError(f"no model named {label!r}; pick one from the list")
         with self._lock:
-            key = os.path.realpath(folder) + f"@{os.path.getmtime(os.path.join(folder, MODEL_INDEX))}"
+            path = os.path.realpath(folder)
+            key = f"{path}@{os.path.getmtime(os.path.join(folder, MODEL_INDEX))}"
             if key not in self._loaded:
+                for old in [k for k in self._loaded if k.rpartition("@")[0] == path]:  # a re-export replaces it
+                    del self._loaded[old]
                 self._loaded[key] = load_pipeline(folder).to(self.device)
+                while len(self._loaded) > self.MAX_LOADED:
+                    self._loaded.popitem(last=False)  # a caller still using it keeps its own reference
+            self._loaded.move_to_end(key)
             return self._loaded[key]
 
     def get_ntm(self, label: str) -> NTMPipeline:

@@ -255,3 +255,43 @@ def test_the_example_grid_outlives_the_pruning_of_output_files(registry, tmp_pat
     files.new_folder()  # the next user's output prunes what is older than max_age
     assert all(os.path.exists(p) for p in paths)
     assert grid("fm-shapes32")[0] == items, "drawn once, the same files handed out again"
+
+
+def test_loaded_pipelines_stay_bounded_and_a_re_export_replaces_its_model(tmp_path, monkeypatch):
+    """A server whose users train job after job keeps at most MAX_LOADED pipelines (the least recently used go), and
+    a folder exported again is loaded afresh, its old pipeline dropped rather than kept beside it."""
+    import app.registry as registry_module
+
+    folders = {}
+    for i in range(Registry.MAX_LOADED + 3):
+        folder = tmp_path / f"m{i}"
+        folder.mkdir()
+        (folder / "model_index.json").write_text("{}")
+        folders[f"m{i}"] = str(folder)
+    loads = []
+
+    class Fake:
+        def to(self, device):
+            return self
+
+    def fake_load(folder):
+        loads.append(os.path.basename(folder))
+        return Fake()
+
+    monkeypatch.setattr(registry_module, "load_pipeline", fake_load)
+    monkeypatch.setattr(Registry, "folder", lambda self, label: folders.get(label))
+    r = Registry()
+    first = r.get("m0")
+    for i in range(1, Registry.MAX_LOADED):
+        r.get(f"m{i}")
+    assert r.get("m0") is first and loads.count("m0") == 1, "kept while within the bound"
+    for i in range(Registry.MAX_LOADED, Registry.MAX_LOADED + 3):
+        r.get(f"m{i}")
+    assert len(r._loaded) == Registry.MAX_LOADED
+    assert r.get("m0") is first, "m0 was used recently: m1–m3 went instead"
+    r.get("m1")
+    assert loads.count("m1") == 2, "an evicted model is loaded again when asked for"
+    index = os.path.join(folders["m0"], "model_index.json")
+    os.utime(index, (time.time() + 10, time.time() + 10))  # exported again
+    assert r.get("m0") is not first
+    assert sum(k.rpartition("@")[0] == os.path.realpath(folders["m0"]) for k in r._loaded) == 1
