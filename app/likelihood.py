@@ -26,10 +26,12 @@ from .widgets import (EXAMPLE_PROMPTS, GPU_SECONDS, MODEL_WORK, OUTPUTS, gpu, mo
                       number_problem, prompt_problem, raise_problems, run_on_first_open, seed_problem, show,
                       user_errors, validator, vocabulary_note)
 
-EXAMPLE_UPLOADS = [(os.path.join(ASSETS, "examples", name), prompts) for name, prompts in [
-    ("shapes-render.png", "a yellow circle and a yellow triangle\na red square\ntwo blue circles"),
-    ("mnist-digit.png", "a handwritten digit seven\na handwritten digit one\na handwritten digit four"),
-    ("outdoor-scene.jpg", "a yellow circle above a green square\na blue square")]]
+# (image, candidate prompts, the bundled model it is meant for)
+EXAMPLE_UPLOADS = [(os.path.join(ASSETS, "examples", name), prompts, model) for name, prompts, model in [
+    ("shapes-render.png", "a yellow circle and a yellow triangle\na red square\ntwo blue circles", "ntm-shapes32"),
+    ("mnist-digit.png", "a handwritten digit seven\na handwritten digit one\na handwritten digit four",
+     "ntm-mnist28"),
+    ("outdoor-scene.jpg", "a yellow circle above a green square\na blue square", "ntm-shapes32")]]
 MAX_CANDIDATES = 32
 MAX_REALS = 4  # real renders beside the generated images
 EIGHT_BIT_CHUNK = 16  # images per pass of the 8-bit bound (its Tweedie step is a gradient through all K steps)
@@ -336,8 +338,11 @@ def build(registry, demo):
             with gr.Row():
                 with gr.Column(scale=2, min_width=300):
                     # the first example is loaded, so the sub-tab opens on its ranking (run_on_first_open below)
-                    first_upload, first_prompts = next(((path, p) for path, p in EXAMPLE_UPLOADS if os.path.exists(path)),
-                                                       (None, "\n".join(EXAMPLE_PROMPTS[:4])))
+                    ntms = registry.choices("ntm")
+                    example_rows = [[path, p, m if m in ntms else registry.default("ntm")]
+                                    for path, p, m in EXAMPLE_UPLOADS if os.path.exists(path)]
+                    first_upload, first_prompts = (example_rows[0][:2] if example_rows
+                                                   else (None, "\n".join(EXAMPLE_PROMPTS[:4])))
                     upload = gr.File(value=first_upload, label="Image (any size or format)", file_types=["image"],
                                      type="filepath", elem_id="lik-upload")
                     prompts = gr.Textbox(label="Candidate prompts (one per line)", lines=5, value=first_prompts)
@@ -348,9 +353,9 @@ def build(registry, demo):
                         traj_u = gr.Slider(1, 16, value=4, step=1, label="Forward trajectories")
                         seed_u = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     go_u = gr.Button("Rank prompts by likelihood", variant="primary", elem_id="lik-button")
-                    gr.Examples([[path, p] for path, p in EXAMPLE_UPLOADS if os.path.exists(path)],
-                                inputs=[upload, prompts], label="Example uploads: in-distribution render, MNIST "
-                                "digit, outdoor scene (pick a model, then Rank)")
+                    examples = gr.Examples(example_rows, inputs=[upload, prompts, model_u],
+                                           label="Example uploads: in-distribution render, MNIST digit, outdoor scene "
+                                                 "(a click loads one with its prompts and model, and ranks them)")
                 with gr.Column(scale=3):
                     seen = gr.Image(label="As the model sees it", height=200, elem_id="lik-seen")
                     note_u = gr.Markdown(elem_id="lik-note")
@@ -374,6 +379,8 @@ def build(registry, demo):
             go_u.click(run_upload, inputs_u, outputs_u, api_name="likelihood",
                        validator=validator(upload_problems, registry), **MODEL_WORK)
             run_on_first_open(upload_tab, run_upload, inputs_u, outputs_u, shown=seen, show_progress="full")
+            examples.load_input_event.then(run_upload, inputs_u, outputs_u, api_name=False,
+                                           validator=validator(upload_problems, registry), **MODEL_WORK)
         for picker, slider, text, vocab in ((model_g, steps_g, prompt, vocab_g), (model_u, steps_u, prompts, vocab_u)):
             gr.on([picker.change, demo.load], lambda m: k_slider(registry, m), [picker], [slider], api_name=False,
                   queue=False)
