@@ -123,20 +123,43 @@ def validations(problems: list[str | None]):
     return [gr.validate(p is None, p or "") for p in problems]
 
 
-def run_on_first_open(tab: gr.Tab, fn, inputs: list, outputs: list, shown: gr.Gallery | gr.Image,
-                      show_progress: str = "minimal") -> None:
-    """Run a tab's work with its inputs as they stand the first time a visitor opens the tab, so it opens on a
-    result (as Generate opens on its example grid) rather than on empty panels. `shown`, one of the outputs, is
-    empty until something ran: once it is not, a visit keeps what is shown. A fn with a `progress` parameter gets
-    the event's tracker, so longer work (show_progress="full") shows its progress bar."""
+def first_open_handler(fn, n_outputs: int, files: OutputFiles | None = None, max_kept: int = 16):
+    """The event handler of `run_on_first_open`: (shown value, *inputs) → outputs. Every visitor's first open runs
+    with the tab's defaults (seed 0), so the outputs are the same for all of them: they are worked out once per
+    distinct set of inputs (the `max_kept` most recent kept) and handed out again, their files moved out of the
+    pruned output folders (`OutputFiles.keep`). fn must be a function of its inputs alone; a call that raises keeps
+    nothing."""
     takes_progress = "progress" in inspect.signature(fn).parameters
+    results: dict[str, tuple] = {}
+    lock = threading.Lock()
 
     def first(shown_value, *args, progress=gr.Progress()):
         if shown_value:
-            return [gr.skip()] * len(outputs)
-        return fn(*args, progress=progress) if takes_progress else fn(*args)
+            return [gr.skip()] * n_outputs
+        key = repr(args)
+        with lock:
+            if key in results:
+                return results[key]
+        out = fn(*args, progress=progress) if takes_progress else fn(*args)
+        out = (files or OUTPUTS).keep(out if isinstance(out, (list, tuple)) else [out])
+        with lock:
+            results[key] = out
+            while len(results) > max_kept:
+                results.pop(next(iter(results)))
+        return out
 
-    tab.select(first, [shown, *inputs], outputs, api_name=False, show_progress=show_progress, **MODEL_WORK)
+    return first
+
+
+def run_on_first_open(tab: gr.Tab, fn, inputs: list, outputs: list, shown: gr.Gallery | gr.Image,
+                      show_progress: str = "minimal") -> None:
+    """Run a tab's work with its inputs as they stand the first time a visitor opens the tab, so it opens on a
+    result (as Generate opens on its example grid) rather than on empty panels; the result is worked out once and
+    handed to later visitors (`first_open_handler`). `shown`, one of the outputs, is empty until something ran:
+    once it is not, a visit keeps what is shown. A fn with a `progress` parameter gets the event's tracker, so
+    longer work (show_progress="full") shows its progress bar."""
+    tab.select(first_open_handler(fn, len(outputs)), [shown, *inputs], outputs, api_name=False,
+               show_progress=show_progress, **MODEL_WORK)
 
 
 def validator(problems, registry):
@@ -177,6 +200,26 @@ class OutputFiles:
                 if name != self.KEPT and now - os.path.getmtime(path) > self.max_age:
                     shutil.rmtree(path, ignore_errors=True)
             return tempfile.mkdtemp(dir=kept if keep else self.root)
+
+    def keep(self, value):
+        """value (nested lists and tuples) with each file it names from a pruned folder of this root copied into a
+        kept folder (one per source folder, so names stay apart), so it can be handed out again after the prune;
+        the rest as it was."""
+        folders: dict[str, str] = {}
+
+        def kept(v):
+            if isinstance(v, (list, tuple)):
+                return type(v)(kept(x) for x in v)
+            root = os.path.abspath(self.root)
+            if (isinstance(v, str) and os.path.isfile(v) and os.path.commonpath([os.path.abspath(v), root]) == root
+                    and os.path.relpath(os.path.abspath(v), root).split(os.sep)[0] != self.KEPT):
+                source = os.path.dirname(os.path.abspath(v))
+                if source not in folders:
+                    folders[source] = self.new_folder(keep=True)
+                return shutil.copy2(v, os.path.join(folders[source], os.path.basename(v)))
+            return v
+
+        return kept(value)
 
     def png(self, folder: str, image: Image.Image, stem: str) -> str:
         path = os.path.join(folder, f"{slug(stem)}.png")
