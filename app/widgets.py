@@ -39,6 +39,9 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit intege
 # 2.2 s when last timed; tests/test_layout.py holds them to that table)
 GPU_SECONDS = {"generate": 15, "compare": 10, "latents": 10, "likelihood": 70, "likelihood_generated": 100}
 MODEL_WORK = dict(concurrency_id="model", concurrency_limit=2)  # one limit shared by every tab's model work
+# a tab's first-open event has its own queue: on revisits it only skips, which must not wait (its outputs under the
+# loading overlay: 90 s measured) behind others' model work; the work it does run is once per server and defaults
+FIRST_OPEN = dict(concurrency_id="first-open", concurrency_limit=1)
 
 
 def show(img, size: int = DISPLAY) -> Image.Image:
@@ -159,7 +162,7 @@ def run_on_first_open(tab: gr.Tab, fn, inputs: list, outputs: list, shown: gr.Ga
     once it is not, a visit keeps what is shown. A fn with a `progress` parameter gets the event's tracker, so
     longer work (show_progress="full") shows its progress bar."""
     tab.select(first_open_handler(fn, len(outputs)), [shown, *inputs], outputs, api_name=False,
-               show_progress=show_progress, **MODEL_WORK)
+               show_progress=show_progress, **FIRST_OPEN)
 
 
 def validator(problems, registry):

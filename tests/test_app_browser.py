@@ -58,8 +58,9 @@ def test_generate_and_upload_in_chromium(server, tmp_path):
         page.locator("#lik-button").click()
         page.wait_for_function(RANKED_ANEW, arg=example_note, timeout=90_000)
         page.get_by_text("Ranking (zero-shot classification)").first.wait_for(timeout=30_000)
-        page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)  # plotly is bundled: no CDN
-        assert page.locator(".js-plotly-plot").count() >= 2, "the ranking and per-step charts render"
+        # plotly is bundled: no CDN (the other sub-tab's charts are in the page too, hidden)
+        page.locator(".js-plotly-plot .main-svg").filter(visible=True).first.wait_for(timeout=30_000)
+        assert page.locator(".js-plotly-plot").filter(visible=True).count() >= 2, "the ranking and per-step charts"
         page.wait_for_timeout(500)
         page.screenshot(path=os.path.join(shots, "likelihood.png"), full_page=True)
         # an example upload, clicked, comes with its prompts and is ranked at once
