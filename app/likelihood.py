@@ -378,6 +378,9 @@ def build(registry, demo):
             outputs_u = [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u]
             go_u.click(run_upload, inputs_u, outputs_u, api_name="likelihood",
                        validator=validator(upload_problems, registry), **MODEL_WORK)
+            # an image the user uploads is ranked at once (1–3 s), as the examples are; Rank reruns after edits
+            upload.upload(run_upload, inputs_u, outputs_u, api_name=False,
+                          validator=validator(upload_problems, registry), **MODEL_WORK)
             run_on_first_open(upload_tab, run_upload, inputs_u, outputs_u, shown=seen, show_progress="full")
             examples.load_input_event.then(run_upload, inputs_u, outputs_u, api_name=False,
                                            validator=validator(upload_problems, registry), **MODEL_WORK)

@@ -54,8 +54,7 @@ def test_generate_and_upload_in_chromium(server, tmp_path):
         page.locator("#lik-seen img").first.wait_for(timeout=90_000)  # it opens on the example upload's ranking
         example_note = page.locator("#lik-note").inner_text()
         page.locator("#lik-upload button[aria-label=Clear]").click()  # the example out, the user's image in
-        page.locator("#lik-upload input[type=file]").set_input_files(str(png))
-        page.locator("#lik-button").click()
+        page.locator("#lik-upload input[type=file]").set_input_files(str(png))  # ranked on upload, no click
         page.wait_for_function(RANKED_ANEW, arg=example_note, timeout=90_000)
         page.get_by_text("Ranking (zero-shot classification)").first.wait_for(timeout=30_000)
         # plotly is bundled: no CDN (the other sub-tab's charts are in the page too, hidden)
