@@ -155,7 +155,8 @@ class Registry:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._loaded: OrderedDict[str, object] = OrderedDict()  # least recently used first
+        # real path of a model folder → (its model_index.json's mtime, the pipeline), least recently used first
+        self._loaded: OrderedDict[str, tuple[float, object]] = OrderedDict()
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     def choices(self, kind: str | None = None) -> list[str]:
@@ -183,16 +184,13 @@ class Registry:
         if folder is None:
             raise ValueError(f"no model named {label!r}; pick one from the list")
         with self._lock:
-            path = os.path.realpath(folder)
-            key = f"{path}@{os.path.getmtime(os.path.join(folder, MODEL_INDEX))}"
-            if key not in self._loaded:
-                for old in [k for k in self._loaded if k.rpartition("@")[0] == path]:  # a re-export replaces it
-                    del self._loaded[old]
-                self._loaded[key] = load_pipeline(folder).to(self.device)
-                while len(self._loaded) > self.MAX_LOADED:
-                    self._loaded.popitem(last=False)  # a caller still using it keeps its own reference
-            self._loaded.move_to_end(key)
-            return self._loaded[key]
+            path, mtime = os.path.realpath(folder), os.path.getmtime(os.path.join(folder, MODEL_INDEX))
+            if self._loaded.get(path, (None,))[0] != mtime:  # not loaded, or exported again since: (re)load
+                self._loaded[path] = (mtime, load_pipeline(folder).to(self.device))
+            self._loaded.move_to_end(path)
+            while len(self._loaded) > self.MAX_LOADED:
+                self._loaded.popitem(last=False)  # a caller still using it keeps its own reference
+            return self._loaded[path][1]
 
     def get_ntm(self, label: str) -> NTMPipeline:
         pipe = self.get(label)
