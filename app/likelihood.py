@@ -376,14 +376,13 @@ def build(registry, demo):
 
             inputs_u = [upload, prompts, model_u, steps_u, traj_u, seed_u]
             outputs_u = [seen, note_u, rank_fig, ref_fig, parts_u, rank, parts_table, csv_u]
-            go_u.click(run_upload, inputs_u, outputs_u, api_name="likelihood",
-                       validator=validator(upload_problems, registry), **MODEL_WORK)
+            check_u = validator(upload_problems, registry)
             # an image the user uploads is ranked at once (1–3 s), as the examples are; Rank reruns after edits
-            upload.upload(run_upload, inputs_u, outputs_u, api_name=False,
-                          validator=validator(upload_problems, registry), **MODEL_WORK)
+            gr.on([go_u.click, upload.upload], run_upload, inputs_u, outputs_u, api_name="likelihood",
+                  validator=check_u, **MODEL_WORK)
             run_on_first_open(upload_tab, run_upload, inputs_u, outputs_u, shown=seen, show_progress="full")
-            examples.load_input_event.then(run_upload, inputs_u, outputs_u, api_name=False,
-                                           validator=validator(upload_problems, registry), **MODEL_WORK)
+            examples.load_input_event.then(run_upload, inputs_u, outputs_u, api_name=False, validator=check_u,
+                                           **MODEL_WORK)
         for picker, slider, text, vocab in ((model_g, steps_g, prompt, vocab_g), (model_u, steps_u, prompts, vocab_u)):
             gr.on([picker.change, demo.load], lambda m: k_slider(registry, m), [picker], [slider], api_name=False,
                   queue=False)

@@ -144,7 +144,7 @@ def first_open_handler(fn, n_outputs: int, files: OutputFiles | None = None, max
             if key in results:
                 return results[key]
         out = fn(*args, progress=progress) if takes_progress else fn(*args)
-        out = (files or OUTPUTS).keep(out if isinstance(out, (list, tuple)) else [out])
+        out = (files or OUTPUTS).keep(out)
         with lock:
             results[key] = out
             while len(results) > max_kept:
@@ -209,18 +209,20 @@ class OutputFiles:
         kept folder (one per source folder, so names stay apart), so it can be handed out again after the prune;
         the rest as it was."""
         folders: dict[str, str] = {}
+        root = os.path.abspath(self.root)
 
         def kept(v):
             if isinstance(v, (list, tuple)):
                 return type(v)(kept(x) for x in v)
-            root = os.path.abspath(self.root)
-            if (isinstance(v, str) and os.path.isfile(v) and os.path.commonpath([os.path.abspath(v), root]) == root
-                    and os.path.relpath(os.path.abspath(v), root).split(os.sep)[0] != self.KEPT):
-                source = os.path.dirname(os.path.abspath(v))
-                if source not in folders:
-                    folders[source] = self.new_folder(keep=True)
-                return shutil.copy2(v, os.path.join(folders[source], os.path.basename(v)))
-            return v
+            if not (isinstance(v, str) and os.path.isfile(v)):
+                return v
+            path = os.path.abspath(v)
+            if os.path.commonpath([path, root]) != root or os.path.relpath(path, root).split(os.sep)[0] == self.KEPT:
+                return v  # not an output file, or one already kept
+            source = os.path.dirname(path)
+            if source not in folders:
+                folders[source] = self.new_folder(keep=True)
+            return shutil.copy2(path, os.path.join(folders[source], os.path.basename(path)))
 
         return kept(value)
 
