@@ -10,8 +10,10 @@ of the Tweedie estimate x̂):
     −log₂ P(x) ≤ bound on x_{t_0}  −  ½·log₂(2πe σ_0²)  +  E[−log₂ P(x | τ)]      (per dimension)
 
 The decoder's table is fitted on --fit-n *training* images (MNIST train; renders of the shapes training specs),
-the bound is measured on --n *test* images (MNIST test; renders of the held-out shapes specs) with one forward
-trajectory each, under each image's own prompt and under the null prompt. --save writes the decoder into the model
+the bound is measured on --n *test* images (MNIST test; renders of the held-out shapes specs) with --trajectories
+forward trajectories each, under each image's own prompt and under the null prompt: their bounds averaged, and (for
+more than one) combined by importance weighting, −log₂ of the mean of the trajectories' weights p(x, τ)/q(τ | x),
+a tighter bound (ntm_core.trajectory.importance_weighted). --save writes the decoder into the model
 folder (discrete_decoder.json), where the app's Likelihood tab finds it. A model in the 8-bit configuration
 (t_min = 0, dequantized) needs no decoder: its x_{t_0} is the dequantized image, the middle term is −log₂ of the bin
 width and there is no decoder term (ntm_core.discrete_decoder.eight_bit_bound computes either).
@@ -36,6 +38,7 @@ from ntm_core.data.shapes import ShapesDataset
 from ntm_core.discrete_decoder import DiscreteDecoder, eight_bit_bound, tweedie_estimate
 from ntm_core.pipeline import NTMPipeline, load_pipeline
 from ntm_core.report import environment, report
+from ntm_core.trajectory import importance_weighted
 
 PUBLISHED_MNIST = {"RealNVP (Dinh et al. 2017)": 1.06, "Glow (Kingma & Dhariwal 2018)": 1.05,
                    "FFJORD (Grathwohl et al. 2019)": 0.99}
@@ -68,16 +71,23 @@ def fit_decoder(pipe: NTMPipeline, x, prompts, steps: int, seed: int, batch: int
     return DiscreteDecoder.fit(x, torch.cat(means), **fitted_on)
 
 
-def measure(pipe: NTMPipeline, x, prompts, decoder, steps: int, seed: int, batch: int) -> dict[str, torch.Tensor]:
-    """Per image: the 8-bit bound and its parts (bits/dim); prompts None = the null prompt."""
-    model, parts = pipe.ntm, {"total": [], "x_t0": [], "start": [], "decoder": []}
+def measure(pipe: NTMPipeline, x, prompts, decoder, steps: int, seed: int, batch: int,
+            trajectories: int = 1) -> dict[str, torch.Tensor]:
+    """Per image, over `trajectories` forward trajectories each: the 8-bit bound and its parts averaged (bits/dim),
+    and the trajectories combined by importance weighting ("weighted"); prompts None = the null prompt."""
+    model, parts = pipe.ntm, {"total": [], "x_t0": [], "start": [], "decoder": [], "weighted": []}
+    dims = x[0].numel()
     for i in tqdm(range(0, len(x), batch), desc="8-bit bound", leave=False):
         xb = x[i : i + batch]
         text = _text(pipe, None if prompts is None else prompts[i : i + batch], len(xb))
-        b = eight_bit_bound(model, xb, decoder, text, steps, torch.Generator().manual_seed(seed + i))
-        for k, v in (("total", b.bits_per_dim), ("x_t0", b.x_t0), ("start", torch.full_like(b.x_t0, b.start)),
-                     ("decoder", b.decoder)):
-            parts[k].append(v.detach())
+        drawn = [eight_bit_bound(model, xb, decoder, text, steps,
+                                 torch.Generator().manual_seed(seed + i + 1_000_003 * j)) for j in range(trajectories)]
+        for k, v in (("total", [b.bits_per_dim for b in drawn]), ("x_t0", [b.x_t0 for b in drawn]),
+                     ("start", [torch.full_like(b.x_t0, b.start) for b in drawn]),
+                     ("decoder", [b.decoder for b in drawn])):
+            parts[k].append(torch.stack(v).mean(0).detach())
+        parts["weighted"].append(importance_weighted(torch.stack([b.sample_bits_per_dim for b in drawn]).detach(),
+                                                     dims, dim=0))
     return {k: torch.cat(v) for k, v in parts.items() if v}
 
 
@@ -95,6 +105,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="test images the bound is measured on")
     ap.add_argument("--bins", type=int, default=64, help="the decoder's bins of x̂")
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--trajectories", type=int, default=1,
+                    help="forward trajectories per test image; with more than one, the importance-weighted bound too")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--save", action="store_true", help="write discrete_decoder.json into the model folder")
@@ -119,8 +131,15 @@ def main() -> None:
     rows = []
     conditions = [("own caption", prompts), ("null prompt", None)] if pipe.text_dim else [("unconditional", None)]
     for condition, cond_prompts in conditions:
-        parts = measure(pipe, x, cond_prompts, decoder, a.steps, a.seed, a.batch)
-        rows.append(_row(what, condition, parts["total"], "8-bit bound on -log2 P(x)"))
+        parts = measure(pipe, x, cond_prompts, decoder, a.steps, a.seed, a.batch, a.trajectories)
+        if a.trajectories > 1:
+            rows.append(_row(what, condition, parts["weighted"], "8-bit bound on -log2 P(x), importance-weighted over "
+                             f"{a.trajectories} trajectories"))
+        rows.append(_row(what, condition, parts["total"], "8-bit bound on -log2 P(x)" + (
+            f", mean over {a.trajectories} trajectories" if a.trajectories > 1 else "")))
+        if a.trajectories > 1:  # per image, paired: far less noisy than the two rows' difference
+            rows.append(_row(what, condition, parts["weighted"] - parts["total"],
+                             "  importance-weighted minus mean, per image"))
         rows.append(_row(what, condition, parts["x_t0"], "  part: bound on -log2 p(x_t0), [-1,1] scaling"))
         if decoder is not None:
             rows.append(_row(what, condition, parts["start"], "  part: E log2 q(x_t0 | x) = -1/2 log2(2 pi e t0^2)"))
@@ -130,8 +149,8 @@ def main() -> None:
     if a.data == "mnist":
         rows += [{"images": "MNIST test", "prompt": "unconditional", "measure": f"published: {name}", "bits/dim": v,
                   "std error": float("nan"), "n": 0} for name, v in PUBLISHED_MNIST.items()]
-    env = environment(model=a.model, data=a.data, steps=a.steps, seed=a.seed, fit_n=a.fit_n,
-                      fit_seconds=round(fit_seconds, 1), seconds=round(time.perf_counter() - start, 1))
+    env = environment(model=a.model, data=a.data, steps=a.steps, trajectories=a.trajectories, seed=a.seed,
+                      fit_n=a.fit_n, fit_seconds=round(fit_seconds, 1), seconds=round(time.perf_counter() - start, 1))
     report(pd.DataFrame(rows), f"8-bit bits/dim of {os.path.basename(a.model.rstrip('/'))}", env, a.out)
 
 

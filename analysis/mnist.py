@@ -14,7 +14,10 @@ Measures, in one run (--parts picks a subset):
      Mann–Whitney U; 1.0 = perfect separation).
 2. classify: zero-shot classification of MNIST test digits by Bayes' rule over the 10 digit prompts (uniform
    prior): the prompt with the lowest bound, each image's forward trajectories shared by all ten prompts; the
-   trajectories' bounds averaged, and combined by importance weighting (the tighter estimate of the density).
+   trajectories' bounds averaged, and combined by importance weighting (ntm_core.trajectory.importance_weighted).
+   Each trajectory draws its own x_{t_0}, so the weighted combination estimates the image's density smoothed by
+   the start's noise, E_{x_{t_0} ~ q(· | x)} p(x_{t_0} | prompt), not p(x_{t_0} | prompt) at one x_{t_0}: still a
+   score for Bayes' rule (the same trajectories under every prompt).
 3. samples: images generated for each digit's prompt, read by a small CNN trained here on MNIST train (its own
    test accuracy is reported next to it).
 Writes <out>.json/.csv/.md (one row per measurement).
@@ -31,13 +34,13 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from scipy.special import logsumexp
 from tqdm import tqdm
 
 from analysis.metrics import auroc
 from ntm_core.report import environment, report
 from ntm_core.data.idx import DIGITS, IdxDataset
 from ntm_core.pipeline import load_pipeline
+from ntm_core.trajectory import importance_weighted
 
 
 class DigitClassifier(nn.Module):
@@ -104,21 +107,12 @@ def zero_shot_scores(pipe, x: torch.Tensor, steps: int, trajectories: int, seed:
                       for i in tqdm(range(0, len(x), batch), desc="zero-shot", leave=False)]).numpy()
 
 
-def importance_weighted(scores: np.ndarray, dims: int) -> np.ndarray:
-    """[..., T] per-trajectory bounds in bits/dim → the importance-weighted estimate of −log₂ p(x_{t_0}) / D,
-    −log₂((1/T)·Σ_i 2^(−D·b_i)) / D: each bound is −log₂ of p(τ_i)/q(τ_i | x_{t_0}), an unbiased estimate of
-    p(x_{t_0}), so averaging those (not their logs) gives a tighter bound that tends to −log₂ p(x_{t_0} | prompt)
-    itself as T grows — Bayes' rule needs that density, not the mean bound."""
-    nats = -np.asarray(scores, dtype=np.float64) * dims * math.log(2)
-    return -(logsumexp(nats, axis=-1) - math.log(nats.shape[-1])) / (dims * math.log(2))
-
-
 def accuracy_by_trajectories(scores: np.ndarray, labels: np.ndarray, dims: int | None = None) -> dict[int, np.ndarray]:
     """Correct [N] per number of trajectories used (1, 2, 4, … up to all): how far the estimate has converged —
     a rise with more trajectories is noise in the bound, a plateau is the model. The trajectories' bounds are
-    averaged, or with `dims` (D) combined by importance weighting (importance_weighted)."""
+    averaged, or with `dims` (D) combined by importance weighting (trajectory.importance_weighted)."""
     def estimate(s):
-        return s.mean(-1) if dims is None else importance_weighted(s, dims)
+        return s.mean(-1) if dims is None else importance_weighted(torch.as_tensor(s), dims).numpy()
 
     t, out, n = scores.shape[-1], {}, 1
     while n < t:

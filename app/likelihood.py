@@ -19,6 +19,7 @@ from ntm_core.discrete_decoder import DiscreteDecoder, NoEightBitBound, eight_bi
 from ntm_core.images import from_uint8, to_uint8
 from ntm_core.model import PARTS_COLUMNS
 from ntm_core.pipeline import LIKELIHOOD_REFERENCE
+from ntm_core.trajectory import importance_weighted
 
 from .figures import distribution_figure, nll_parts_figure, ranking_figure
 from .registry import ASSETS, trajectory_lengths
@@ -47,10 +48,13 @@ EXPLAIN = (
     "FFJORD (0.99); shown for generated images and for an upload (under its most likely prompt). A model trained "
     "in the 8-bit configuration (t_min = 0): E_v[bound on x + v] + log₂ 128, v ~ U[0, 2/256) per pixel in [−1, 1] "
     "scaling. A model with t_min > 0, through its discrete decoder P(x | τ) (a table fitted on training images): "
-    "bound on x_{t_0} − ½·log₂(2πe t_min²) + E[−log₂ P(x | τ)].")
+    "bound on x_{t_0} − ½·log₂(2πe t_min²) + E[−log₂ P(x | τ)]. Each forward trajectory gives one such bound, "
+    "−log₂ w / D with w = p(τ)·P(x | τ) / q(τ | x); several combine into a tighter one, −log₂ of the mean of their "
+    "w (importance weighting), never above their mean.")
 TIE_SE = 2.0  # a candidate within this many standard errors of the best one is a tie
 ON_X_T0 = "bound bits/dim on x_t0"  # every number names its density (issue 13): this one is the noised image's
 ON_TRAJECTORY, EIGHT_BIT = "bits/dim (trajectory)", "8-bit bound bits/dim"
+EIGHT_BIT_WEIGHTED = "8-bit bound, importance-weighted"  # one value per image from all its trajectories
 DENSITIES = (ON_TRAJECTORY, ON_X_T0, EIGHT_BIT)  # the generated images' table: one column per density
 # the verdict beside the prompt: the numbers after it scroll off a narrow table first
 RANK_COLUMNS = ["rank", "prompt", "verdict", ON_X_T0, ON_X_T0 + " std", "Δ vs best", "Δ std error"]
@@ -180,7 +184,8 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
     df = _rows(results, labels)
     if progress is not None:
         progress(0.7, desc="8-bit bounds")
-    eight, _ = eight_bit_bounds(pipe, images, prompt, int(steps), int(trajectories), int(seed), registry.folder(model))
+    eight, weighted, _ = eight_bit_bounds(pipe, images, prompt, int(steps), int(trajectories), int(seed),
+                                          registry.folder(model))
     if eight is not None:
         df[EIGHT_BIT] = eight.flatten().tolist()  # rows are trajectory-major, as eight's
     gallery = [(show(to_uint8(im), 128), lb) for im, lb in zip(images, labels)]
@@ -188,7 +193,10 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
     fig_dist = distribution_figure(df, "item", ON_TRAJECTORY,
                                    f"Over {int(trajectories)} forward trajectories per image")
     cols = [c for c in DENSITIES if c in df]
-    return gallery, fig_parts, fig_dist, mean_std_table(df, cols), _csv(df, "likelihood-generated")
+    table = mean_std_table(df, cols)
+    if eight is not None and int(trajectories) > 1:
+        table[EIGHT_BIT_WEIGHTED] = [f"{v:.3f}" for v in weighted.tolist()]
+    return gallery, fig_parts, fig_dist, table, _csv(df, "likelihood-generated")
 
 
 def mean_std_table(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -244,8 +252,10 @@ def likelihood_of_upload(registry, upload, prompts, model, steps, trajectories, 
 
 
 def eight_bit_bounds(pipe, x: torch.Tensor, prompts, steps: int, trajectories: int, seed: int, folder):
-    """The 8-bit bound (bits/dim) of 8-bit images x [B, ...] under their prompts (one per image, or one for all),
-    [trajectories, B], and how it was formed; (None, why not) for a model that has no 8-bit bound."""
+    """The 8-bit bounds (bits/dim) of 8-bit images x [B, ...] under their prompts (one per image, or one for all):
+    each drawn trajectory's own, −log₂ w / D with w = p(τ)·P(x | τ) / q(τ | x) ([trajectories, B]), their
+    importance-weighted combination ([B], never above their mean), and how they were formed; (None, None, why not)
+    for a model that has no 8-bit bound."""
     b = x.shape[0]
     xs = x.repeat(trajectories, 1, 1, 1)
     if pipe.text_dim:
@@ -260,21 +270,26 @@ def eight_bit_bounds(pipe, x: torch.Tensor, prompts, steps: int, trajectories: i
             rows = slice(i, i + EIGHT_BIT_CHUNK)
             bound = eight_bit_bound(pipe.ntm, xs[rows], decoder, None if text is None else text.rows(rows), steps,
                                     generator)
-            values.append(bound.bits_per_dim)
+            values.append(bound.sample_bits_per_dim.detach())
     except NoEightBitBound as e:
-        return None, str(e)
-    return torch.cat(values).reshape(trajectories, b), bound.describe()
+        return None, None, str(e)
+    values = torch.cat(values).reshape(trajectories, b)
+    return values, importance_weighted(values, x[0].numel(), dim=0), bound.describe()
 
 
 def eight_bit_note(pipe, x: torch.Tensor, prompt: str, steps: int, trajectories: int, seed: int, folder) -> str:
-    """The 8-bit bound of one image under `prompt`, averaged over `trajectories` forward trajectories, in words."""
-    values, how = eight_bit_bounds(pipe, x, prompt, steps, trajectories, seed, folder)
+    """The 8-bit bound of one image under `prompt` from `trajectories` forward trajectories, in words."""
+    values, weighted, how = eight_bit_bounds(pipe, x, prompt, steps, trajectories, seed, folder)
     if values is None:
         return f"\n\n**8-bit bound**: none — {how}."
-    values = values[:, 0]
-    se = f" ± {values.std().item() / math.sqrt(len(values)):.3f}" if len(values) > 1 else ""
-    return (f"\n\n**8-bit bound** under *{prompt}*: **{values.mean().item():.3f}{se} bits/dim** = −log₂ P(x) "
-            f"per dimension of the 8-bit image at most ({how}; on MNIST RealNVP 1.06, Glow 1.05, FFJORD 0.99).")
+    values, t = values[:, 0], len(values)
+    if t > 1:
+        value = (f"**{weighted[0].item():.3f} bits/dim**, importance-weighted over {t} forward trajectories (their "
+                 f"mean {values.mean().item():.3f} ± {values.std().item() / math.sqrt(t):.3f})")
+    else:
+        value = f"**{values[0].item():.3f} bits/dim** (one forward trajectory)"
+    return (f"\n\n**8-bit bound** under *{prompt}*: {value} = −log₂ P(x) per dimension of the 8-bit image at most "
+            f"({how}; on MNIST RealNVP 1.06, Glow 1.05, FFJORD 0.99).")
 
 
 def _ranking_note(rank: pd.DataFrame) -> str:

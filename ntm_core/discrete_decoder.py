@@ -17,6 +17,10 @@ way costs twice the bits: most pixels sit exactly at 0 or 255, a spike a histogr
 
 The 8-bit configuration (t_0 = 0, x_{t_0} = x + uniform noise in its bin of width w) is the same formula with
 E_q[log q(x_{t_0} | x)] = −D·log w and P(x | τ) = 1: `eight_bit_bound` is the one place either is computed.
+
+Several forward trajectories tighten it: each one's −log w, w = p(τ)·P(x | τ) / q(τ | x), is −log of an unbiased
+estimate of P(x), and −log of the mean of the w's (trajectory.importance_weighted) is a tighter bound in expectation
+(Burda et al. 2016). That needs each trajectory's own log q(x_{t_0} | x) (`EightBitBound.sample_bits_per_dim`).
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .trajectory import LN2, sigma
+from .trajectory import LN2, LOG_2PI, alpha, sigma
 from .score_denoising import score_denoise
 
 LEVELS = 256
@@ -117,6 +121,7 @@ class EightBitBound:
     start: float  # E_q[log₂ q(x_{t_0} | x)] / D: the same for every image
     decoder: torch.Tensor  # −log₂ P(x | τ) / D (zeros for a dequantized start)
     mean: torch.Tensor | None = field(default=None, repr=False)  # x̂ = E[x_0 | τ], the decoder's centre
+    drawn_start: torch.Tensor | None = field(default=None, repr=False)  # log₂ q(x_{t_0} | x) / D at the drawn x_{t_0}
 
     @property
     def dequantized(self) -> bool:
@@ -124,15 +129,25 @@ class EightBitBound:
 
     @property
     def bits_per_dim(self) -> torch.Tensor:
-        """Upper bound on −log₂ P(x) per dimension of the 8-bit image."""
+        """Upper bound on −log₂ P(x) per dimension of the 8-bit image (its expectation over q; the noise term enters
+        at its mean, which removes that term's spread from the estimate)."""
         return self.x_t0 + self.start + self.decoder
 
+    @property
+    def sample_bits_per_dim(self) -> torch.Tensor:
+        """−log₂ w / D of each drawn trajectory, w = p(τ)·P(x | τ) / q(τ | x) an unbiased estimate of P(x): the
+        same bound with log q(x_{t_0} | x) at the drawn x_{t_0}. Its mean is bits_per_dim's; only these combine
+        over several trajectories by importance weighting (trajectory.importance_weighted), a tighter bound."""
+        return self.bits_per_dim if self.drawn_start is None else self.x_t0 + self.drawn_start + self.decoder
+
     def describe(self) -> str:
-        """The sum in words, with the batch means: the app's and the reports' one wording."""
+        """The sum in words, with the batch means of sample_bits_per_dim's parts (so they add up to its mean): the
+        app's one wording."""
         if self.dequantized:
             return (f"dequantized trajectory: bound on x_t0 {self.x_t0.mean().item():.3f} + bin width term "
                     f"{self.start:.3f}")
-        return (f"bound on x_t0 {self.x_t0.mean().item():.3f} + noise term {self.start:.3f} + decoder "
+        noise = self.start if self.drawn_start is None else self.drawn_start.mean().item()
+        return (f"bound on x_t0 {self.x_t0.mean().item():.3f} + noise term {noise:.3f} + decoder "
                 f"{self.decoder.mean().item():.3f}")
 
 
@@ -185,5 +200,14 @@ def eight_bit_bound(model, x: torch.Tensor, decoder: DiscreteDecoder | None = No
                              decoder=torch.zeros_like(nll.bound_bits_per_dim, dtype=torch.float64))
     states, grid = model.forward_trajectory(x, num_steps, generator)
     bound, mean = tweedie_estimate(model, states, grid, text)
-    decoder_bits = -decoder.log_prob(x, mean) / (x[0].numel() * LN2)
-    return EightBitBound(x_t0=bound.double(), start=noise_bits_per_dim(cfg.t_min), decoder=decoder_bits, mean=mean)
+    dims = x[0].numel()
+    decoder_bits = -decoder.log_prob(x, mean) / (dims * LN2)
+    return EightBitBound(x_t0=bound.double(), start=noise_bits_per_dim(cfg.t_min), decoder=decoder_bits, mean=mean,
+                         drawn_start=start_log_prob(x, states[:, 0], grid[0]) / (dims * LN2))
+
+
+def start_log_prob(x: torch.Tensor, x_t0: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
+    """log q(x_{t_0} | x) = log N(x_{t_0}; α_0·x, σ_0² I) of each image, summed over its dimensions: [B] nats."""
+    t0 = t0.double()
+    eps = (x_t0.double() - alpha(t0) * x.double()) / sigma(t0)
+    return (-0.5 * eps.pow(2) - torch.log(sigma(t0)) - 0.5 * LOG_2PI).flatten(1).sum(1)

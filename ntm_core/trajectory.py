@@ -112,6 +112,18 @@ def forward_log_prob(states: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return logp
 
 
+def importance_weighted(bits: torch.Tensor, dims: int, dim: int = -1) -> torch.Tensor:
+    """Bounds of one image from M independent forward trajectories along `dim`, each −log₂ w_i / D with w_i an
+    unbiased estimate of the density (w = p(x, τ)/q(τ | x)) → −log₂((1/M)·Σ_i w_i) / D, the importance-weighted
+    bound (Burda et al. 2016): averaging the estimates, not their logs. By Jensen it is never above the mean of
+    the bounds, in expectation it is still an upper bound on −log₂ p(x), and it tightens toward it as M grows
+    (with many dimensions it is the best trajectory's bound + log₂(M) / D). The weights must be the whole
+    trajectory's: a term the bounds share only in expectation (log q(x_{t_0} | x) of a noised start) must enter
+    at its drawn value (EightBitBound.sample_bits_per_dim)."""
+    nats = -bits.double() * (dims * LN2)
+    return -(torch.logsumexp(nats, dim) - math.log(bits.shape[dim])) / (dims * LN2)
+
+
 def trajectory_covariance(grid: torch.Tensor) -> torch.Tensor:
     """S with Cov(x_{t_i}, x_{t_j} | x_0) = S_ij · I: for t_i ≤ t_j, S_ij = (α_{t_j}/α_{t_i}) σ²_{t_i}.
 

@@ -92,8 +92,13 @@ def test_likelihood_of_an_uploaded_png(client, tmp_path):
     assert "In-distribution check" in note and any(w in note for w in ("typical", "unusual"))
     import re
 
-    eight = re.search(r"8-bit bound\*\* under \*[^*]+\*: \*\*([0-9.]+) ± ([0-9.]+) bits/dim", note)
-    assert eight and float(eight.group(1)) > 0 and float(eight.group(2)) > 0, note  # −log₂ P(x) ≥ 0 for a discrete x
+    eight = re.search(r"8-bit bound\*\* under \*[^*]+\*: \*\*([0-9.]+) bits/dim\*\*, importance-weighted over 3 "
+                      r"forward trajectories \(their mean ([0-9.]+) ± ([0-9.]+)\)", note)
+    assert eight, note
+    weighted, mean, se = map(float, eight.groups())
+    assert 0 < weighted <= mean and se > 0, note  # −log₂ P(x) ≥ 0 for a discrete x; Jensen
+    terms = re.search(r"bound on x_t0 (-?[0-9.]+) \+ noise term ([0-9.]+) \+ decoder ([0-9.]+)", note)
+    assert terms and sum(map(float, terms.groups())) == pytest.approx(mean, abs=2e-3), note  # the parts of that mean
     assert [row[0] for row in parts["data"]][-1] == "prior" and len(parts["data"]) == 5
     import pandas as pd
 
@@ -112,9 +117,16 @@ def test_likelihood_of_generated_images_names_each_density(client):
     eight = df["8-bit bound bits/dim"]  # through the model's discrete decoder (t_min > 0)
     assert eight.notna().all() and (eight > 0).all(), df  # −log₂ P(x) ≥ 0 for a discrete x
     assert (eight != df["bound bits/dim on x_t0"]).all()
-    assert summary["headers"] == ["item", "bits/dim (trajectory)", "bound bits/dim on x_t0", "8-bit bound bits/dim"]
-    first = df[df["item"] == "image 1"]["8-bit bound bits/dim"]
-    assert summary["data"][0][3] == f"{first.mean():.3f} ± {first.std():.3f}"  # mean ± std of its trajectories
+    assert summary["headers"] == ["item", "bits/dim (trajectory)", "bound bits/dim on x_t0", "8-bit bound bits/dim",
+                                  "8-bit bound, importance-weighted"]
+    for row in summary["data"]:
+        mine = df[df["item"] == row[0]]["8-bit bound bits/dim"]
+        assert row[3] == f"{mine.mean():.3f} ± {mine.std():.3f}"  # mean ± std of its trajectories
+        # −log₂ of the mean of the trajectories' weights 2^(−D·b): never above their mean bound (Jensen)
+        d = 3 * 16 * 16  # D of the tiny test model (ntm_core/configs/tiny.yaml)
+        assert float(row[4]) == pytest.approx(-np.log2(np.mean(np.exp2(-d * (mine - mine.min())))) / d + mine.min(),
+                                              abs=1.5e-3)
+        assert float(row[4]) <= mine.mean() + 1e-3
 
 
 def test_corrupt_upload_is_a_clear_error(client, tmp_path):

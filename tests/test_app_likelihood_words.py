@@ -92,6 +92,9 @@ def test_the_8bit_bounds_in_chunks_keep_each_image_in_its_column(monkeypatch):
     noise = from_uint8(np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8))
     x = torch.cat([clean[:1], noise, clean[1:]])
     monkeypatch.setattr(lk, "EIGHT_BIT_CHUNK", 2)  # 3 trajectories × 3 images = 9 rows in chunks of 2
-    values, how = lk.eight_bit_bounds(pipe, x, prompt, 4, 3, 0, folder)
+    values, weighted, how = lk.eight_bit_bounds(pipe, x, prompt, 4, 3, 0, folder)
     assert values.shape == (3, 3) and "decoder" in how
     assert (values.argmax(1) == 1).all() and (values[:, 1] > values[:, [0, 2]].max(1).values + 1).all(), values
+    # each image's trajectories combined, in its own column: never above their mean, never below the best one
+    assert weighted.shape == (3,) and weighted.argmax() == 1
+    assert (weighted <= values.mean(0) + 1e-9).all() and (weighted >= values.min(0).values - 1e-9).all()

@@ -61,8 +61,8 @@ def test_ntm_with_the_8bit_likelihood_configuration(tmp_path):
     (nll,) = pipe.log_likelihood(x, "a red circle", 2, generator=torch.Generator().manual_seed(0))
     assert nll.has_data_bound and torch.isfinite(nll.data_bits_per_dim).all()
     # the app's 8-bit column and note go through the same formula: the dequantized trajectory's own bound
-    values, how = eight_bit_bounds(pipe, x, "a red circle", 2, 3, 0, folder)
-    assert how.startswith("dequantized trajectory") and values.shape == (3, 1)
+    values, weighted, how = eight_bit_bounds(pipe, x, "a red circle", 2, 3, 0, folder)
+    assert how.startswith("dequantized trajectory") and values.shape == (3, 1) and weighted.shape == (1,)
     with torch.no_grad():
         ref = pipe.ntm.nll(x.repeat(3, 1, 1, 1), pipe.encode_prompt(["a red circle"] * 3)[0], 2,
                            torch.Generator().manual_seed(2)).data_bits_per_dim

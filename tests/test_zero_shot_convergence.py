@@ -1,9 +1,11 @@
 """Zero-shot classification's bookkeeping: analysis.mnist's accuracy by the number of shared forward trajectories
 (a noisy but unbiased score separates the classes only with enough trajectories, which the rows must show) and its
-importance-weighted estimate; analysis.zero_shot_shapes' relation candidates."""
+importance-weighted estimate (ntm_core.trajectory.importance_weighted); analysis.zero_shot_shapes' relation candidates."""
 import numpy as np
+import torch
 
 from analysis.mnist import accuracy_by_trajectories
+from ntm_core.trajectory import importance_weighted
 
 
 def test_accuracy_rises_with_trajectories_when_the_bound_is_noisy():
@@ -25,19 +27,19 @@ def test_importance_weighting_estimates_the_density_not_the_mean_bound():
     With D = 1, bounds {0, 10} bits average to 5 but estimate p = (1 + 2⁻¹⁰)/2, i.e. ≈ 1 bit: that class wins over
     bounds {4, 4}, which the mean picks. The estimate never exceeds the mean bound (Jensen) and equals it for equal
     bounds."""
-    from analysis.mnist import importance_weighted
-
     scores = np.array([[[0.0, 10.0], [4.0, 4.0]]])  # one image, two prompts, two trajectories
-    iw = importance_weighted(scores, dims=1)
+    iw = importance_weighted(torch.as_tensor(scores), dims=1).numpy()
     assert np.allclose(iw, [[-np.log2((1 + 2.0**-10) / 2), 4.0]])
     labels = np.array([0])
     assert not accuracy_by_trajectories(scores, labels)[2][0], "the mean bound picks prompt 1"
     assert accuracy_by_trajectories(scores, labels, dims=1)[2][0], "the density estimate picks prompt 0"
     rng = np.random.default_rng(1)
-    s = rng.normal(0, 0.01, (50, 10, 8))
+    s = torch.as_tensor(rng.normal(0, 0.01, (50, 10, 8)))
     assert (importance_weighted(s, 784) <= s.mean(-1) + 1e-12).all()
     # many dimensions: the estimate is the best trajectory's bound plus log₂ T / D
-    assert np.allclose(importance_weighted(s, 10**6), s.min(-1) + np.log2(8) / 10**6, atol=1e-9)
+    assert torch.allclose(importance_weighted(s, 10**6), s.min(-1).values + np.log2(8) / 10**6, atol=1e-9)
+    # along another axis: the trajectories of the 8-bit bound are rows ([T, B])
+    assert torch.allclose(importance_weighted(s.movedim(-1, 0), 784, dim=0), importance_weighted(s, 784))
 
 
 def test_position_candidates_keep_the_objects_and_vary_only_the_relation():
