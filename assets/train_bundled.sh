@@ -295,7 +295,8 @@ device-bpd)
   # One call on a lent GPU machine for issue 13's ntm-mnist28-bpd: DIR from `carry-mnist`; BPD_MIN minutes of
   # training (default 6.5: a 15-minute session's one call with its bench, export and transfer), the bf16 model
   # and the run's records returned as in `device` (runs/snapshot/ntm-mnist28-bpd); scored here afterwards
-  # (python -m analysis.eight_bit --model runs/snapshot/ntm-mnist28-bpd --data mnist, then mnist-bpd-reference)
+  # (python -m analysis.eight_bit --model runs/snapshot/ntm-mnist28-bpd --data mnist --n 1000 --trajectories 16,
+  # then mnist-bpd-reference)
   src=${2:?device-bpd DIR}; out=${OUT:?device-bpd: \$OUT, the folder whose files the device tool returns}
   bash "$0" setup "$src"; export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   rc=0; rm -rf runs/snapshot
