@@ -54,7 +54,6 @@ EXPLAIN = (
 TIE_SE = 2.0  # a candidate within this many standard errors of the best one is a tie
 ON_X_T0 = "bound bits/dim on x_t0"  # every number names its density (issue 13): this one is the noised image's
 ON_TRAJECTORY, EIGHT_BIT = "bits/dim (trajectory)", "8-bit bound bits/dim"
-EIGHT_BIT_WEIGHTED = "8-bit bound, importance-weighted"  # one value per image from all its trajectories
 DENSITIES = (ON_TRAJECTORY, ON_X_T0, EIGHT_BIT)  # the generated images' table: one column per density
 # the verdict beside the prompt: the numbers after it scroll off a narrow table first
 RANK_COLUMNS = ["rank", "prompt", "verdict", ON_X_T0, ON_X_T0 + " std", "Δ vs best", "Δ std error"]
@@ -192,10 +191,9 @@ def likelihood_of_generated(registry, prompt, model, steps, count, trajectories,
     fig_parts = nll_parts_figure(results[0], 0, f"Per-step parts, image 1, trajectory 1 (K = {int(steps)})")
     fig_dist = distribution_figure(df, "item", ON_TRAJECTORY,
                                    f"Over {int(trajectories)} forward trajectories per image")
-    cols = [c for c in DENSITIES if c in df]
-    table = mean_std_table(df, cols)
-    if eight is not None and int(trajectories) > 1:
-        table[EIGHT_BIT_WEIGHTED] = [f"{v:.3f}" for v in weighted.tolist()]
+    table = mean_std_table(df, [ON_TRAJECTORY, ON_X_T0])
+    if eight is not None:  # the tightest bound of each image: its trajectories importance-weighted (the CSV has each)
+        table[EIGHT_BIT] = [f"{v:.3f}" for v in weighted.tolist()]
     return gallery, fig_parts, fig_dist, table, _csv(df, "likelihood-generated")
 
 
@@ -330,7 +328,8 @@ def build(registry, demo):
                 with gr.Column(scale=3):
                     gallery = gr.Gallery(label="Images", columns=4, height=180, object_fit="contain",
                                          elem_id="likg-gallery")
-                    summary = gr.Dataframe(label="Per image (bits/dim, mean ± std over the forward trajectories)",
+                    summary = gr.Dataframe(label="Per image, bits/dim: mean ± std over the forward trajectories; "
+                                           "the 8-bit bound importance-weighted over them",
                                            interactive=False, headers=["item", *DENSITIES])
             with gr.Row():
                 parts_g = gr.Plot()
