@@ -11,7 +11,9 @@ the same x_{t_0} in [−1, 1] scaling, in bits per image dimension:
   --exact-max-dim, else Hutchinson with one Rademacher probe per image, the same probe at every NFE.
 - NTM: the variational bound −log p(x_{t_0}) ≤ −log p(τ) + log q(x_{t_1..t_K} | x_{t_0}) with K = --steps, whose
   −log p(τ) is exact (one transporter pass over the K+1 states and one predictor pass); one forward trajectory per
-  image (and, for the spread, --trajectories of them).
+  image, and --trajectories of them from the same x_{t_0}: their mean bound, and their importance-weighted bound
+  after 2, 4, … of them (−log₂ of the mean of p(τ_i)/q(x_{t_1..t_K} | x_{t_0}), still an upper bound on
+  −log₂ p(x_{t_0}) in expectation, tightening toward it).
 Speed: seconds per image of each, measured in this run on this machine. FM's estimate counts as converged at the
 smallest NFE within --tolerance bits/dim of the most accurate reading (midpoint at the largest NFE).
 Writes <out>.json/.csv/.md and <out>.html (bits/dim against NFE and against wall time).
@@ -32,7 +34,9 @@ from analysis.benchmark import heldout_images
 from ntm_core.report import environment, report
 from ntm_core.flow_matching import ode_log_likelihood, velocity
 from ntm_core.pipeline import FlowMatchingPipeline, NTMPipeline, load_pipeline
-from ntm_core.trajectory import LN2, continue_trajectory
+from ntm_core.trajectory import LN2, continue_trajectory, importance_weighted
+
+IMPORTANCE_WEIGHTED = "bound, importance-weighted"
 
 
 def _timed(fn):
@@ -72,20 +76,30 @@ def ntm_rows(ntm: NTMPipeline, states: torch.Tensor, grid: torch.Tensor, text, t
     rows = [{"model": "NTM (exact trajectory NLL)", "method": f"bound, 1 trajectory, K={grid.numel() - 1}",
              "NFE": 1, "divergence": "exact (log-det)", "bits/dim": bound.mean().item(),
              "std error": (bound.std() / math.sqrt(len(bound))).item(), "seconds/image": sec / len(states)}]
-    if trajectories > 1:  # the same x_{t_0}, fresh x_{t_1..t_K}: the bound's spread and its average
-        k = grid.numel() - 1
-        more, sec_m = [], 0.0
+    if trajectories > 1:  # the same x_{t_0}, fresh x_{t_1..t_K}: the bound's spread, its average, and the
+        # importance-weighted bound after 2, 4, … of them (a bound on −log p(x_{t_0}) itself that tightens toward it)
+        k, dims = grid.numel() - 1, states[0, 0].numel()
+        more, secs = [], []
         for j in range(trajectories):
             g = torch.Generator().manual_seed(seed + 100 + j)
             with torch.no_grad():
                 r, s = _timed(lambda: model.trajectory_nll(continue_trajectory(states[:, 0], grid, g), grid, text))
-            more.append(r.bound_bits_per_dim)
-            sec_m += s
-        avg = torch.stack(more).mean(0)
+            more.append(r.bound_bits_per_dim.double())
+            secs.append(s)
+        more = torch.stack(more)
+        avg = more.mean(0)
         rows.append({"model": "NTM (exact trajectory NLL)",
                      "method": f"bound, mean of {trajectories} trajectories, K={k}",
                      "NFE": trajectories, "divergence": "exact (log-det)", "bits/dim": avg.mean().item(),
-                     "std error": (avg.std() / math.sqrt(len(avg))).item(), "seconds/image": sec_m / len(states)})
+                     "std error": (avg.std() / math.sqrt(len(avg))).item(), "seconds/image": sum(secs) / len(states)})
+        m = 2
+        while m <= trajectories:
+            iw = importance_weighted(more[:m], dims, dim=0)
+            rows.append({"model": "NTM (exact trajectory NLL)", "method": f"{IMPORTANCE_WEIGHTED}, K={k}", "NFE": m,
+                         "divergence": "exact (log-det)", "bits/dim": iw.mean().item(),
+                         "std error": (iw.std() / math.sqrt(len(iw))).item(),
+                         "seconds/image": sum(secs[:m]) / len(states)})
+            m = m * 2 if m * 2 <= trajectories or m == trajectories else trajectories
     return rows
 
 
@@ -105,7 +119,14 @@ def figure(df: pd.DataFrame, title: str) -> go.Figure:
         for col, x in ((1, "NFE"), (2, "seconds/image")):
             fig.add_scatter(x=part[x], y=part["bits/dim"], error_y=dict(array=part["std error"]), mode="lines+markers",
                             name=f"FM ODE, {method}", legendgroup=method, showlegend=col == 1, row=1, col=col)
-    for r in df[df["model"] != "FM (ODE)"].to_dict("records"):
+    ntm = df[df["model"] != "FM (ODE)"]
+    weighted = ntm["method"].str.startswith(IMPORTANCE_WEIGHTED)
+    for col, x in ((1, "NFE"), (2, "seconds/image")):  # the importance-weighted bound: a curve over trajectories
+        part = ntm[weighted]
+        fig.add_scatter(x=part[x], y=part["bits/dim"], error_y=dict(array=part["std error"]), mode="lines+markers",
+                        marker=dict(symbol="star", size=10), name="NTM, importance-weighted bound (x: trajectories)",
+                        legendgroup="iw", showlegend=col == 1 and len(part) > 0, row=1, col=col)
+    for r in ntm[~weighted].to_dict("records"):
         for col, x in ((1, r["NFE"]), (2, r["seconds/image"])):
             fig.add_scatter(x=[x], y=[r["bits/dim"]], error_y=dict(array=[r["std error"]]), mode="markers",
                             marker=dict(size=12, symbol="star"), name=f"NTM: {r['method']}", legendgroup=r["method"],
@@ -156,6 +177,8 @@ def main() -> None:
         "speedup_ntm_vs_converged_fm": conv["seconds/image"] / ntm_sec,
         "fm_at_fewest_nfe": {f"{r['method']} NFE {r['NFE']}": r["bits/dim"]
                              for r in df[df["model"] == "FM (ODE)"].to_dict("records") if r["NFE"] <= 8},
+        "ntm_importance_weighted": {f"{r['NFE']} trajectories": r["bits/dim"]
+                                    for r in df[df["method"].str.startswith(IMPORTANCE_WEIGHTED)].to_dict("records")},
     }
     env = environment(ntm=a.ntm, fm=a.fm, n=a.n, steps=a.steps, t0=t0, seed=a.seed)
     report(df, "Likelihood of the same noised images: NTM exact trajectory vs flow-matching ODE", env, a.out,
