@@ -92,14 +92,12 @@ def ntm_rows(ntm: NTMPipeline, states: torch.Tensor, grid: torch.Tensor, text, t
                      "method": f"bound, mean of {trajectories} trajectories, K={k}",
                      "NFE": trajectories, "divergence": "exact (log-det)", "bits/dim": avg.mean().item(),
                      "std error": (avg.std() / math.sqrt(len(avg))).item(), "seconds/image": sum(secs) / len(states)})
-        m = 2
-        while m <= trajectories:
+        for m in sorted({*(2**i for i in range(1, trajectories.bit_length())), trajectories}):  # 2, 4, …, all
             iw = importance_weighted(more[:m], dims, dim=0)
             rows.append({"model": "NTM (exact trajectory NLL)", "method": f"{IMPORTANCE_WEIGHTED}, K={k}", "NFE": m,
                          "divergence": "exact (log-det)", "bits/dim": iw.mean().item(),
                          "std error": (iw.std() / math.sqrt(len(iw))).item(),
                          "seconds/image": sum(secs[:m]) / len(states)})
-            m = m * 2 if m * 2 <= trajectories or m == trajectories else trajectories
     return rows
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .trajectory import LN2, LOG_2PI, alpha, sigma
+from .trajectory import LN2, forward_log_prob, sigma
 from .score_denoising import score_denoise
 
 LEVELS = 256
@@ -202,12 +202,8 @@ def eight_bit_bound(model, x: torch.Tensor, decoder: DiscreteDecoder | None = No
     bound, mean = tweedie_estimate(model, states, grid, text)
     dims = x[0].numel()
     decoder_bits = -decoder.log_prob(x, mean) / (dims * LN2)
+    # log q(x_{t_0} | x): the forward kernel from t = 0 (the image) to t_0, at the drawn x_{t_0}
+    start = forward_log_prob(torch.stack([x.double(), states[:, 0].double()], 1),
+                             torch.tensor([0.0, float(grid[0])], dtype=torch.float64))
     return EightBitBound(x_t0=bound.double(), start=noise_bits_per_dim(cfg.t_min), decoder=decoder_bits, mean=mean,
-                         drawn_start=start_log_prob(x, states[:, 0], grid[0]) / (dims * LN2))
-
-
-def start_log_prob(x: torch.Tensor, x_t0: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
-    """log q(x_{t_0} | x) = log N(x_{t_0}; α_0·x, σ_0² I) of each image, summed over its dimensions: [B] nats."""
-    t0 = t0.double()
-    eps = (x_t0.double() - alpha(t0) * x.double()) / sigma(t0)
-    return (-0.5 * eps.pow(2) - torch.log(sigma(t0)) - 0.5 * LOG_2PI).flatten(1).sum(1)
+                         drawn_start=start / (dims * LN2))
