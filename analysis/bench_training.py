@@ -10,8 +10,10 @@ With --before-code, the `before` rows run that copy of ntm_core (in a subprocess
 trainers; without it, they run today's code with the earlier settings (CPU rendering, float32).
 
 Each objective trains `--steps` optimizer steps from the config (fm_to_ntm starts from the fm run just made,
-denoiser from the ntm run); the first fifth of the steps (warm-up, allocation) is dropped and the median
-samples/s of the rest is reported. The last rows give each objective's ratio now / before.
+denoiser from the ntm run); the first fifth of the steps (warm-up, allocation) is dropped, and the batch over the
+mean step time of the rest is reported: a mean, so that the steps that render a pool of shapes
+(`data.render_pool`, one in 16 at batch 512) count at their share, as in a long job sized from this number. The
+last rows give each objective's ratio now / before.
 """
 from __future__ import annotations
 
@@ -50,6 +52,15 @@ def _train(cfg_path: str, extra: list[str], before_code: str | None) -> str:
     return os.path.join(next(e.split("=", 1)[1] for e in extra if e.startswith("output_dir=")), "pipeline")
 
 
+def timed_rate(metrics: pd.DataFrame, batch_size: int, warmup: int) -> tuple[float, int]:
+    """(samples/s, steps timed) over the log intervals that start after `warmup` steps: all their samples over all
+    their time. metrics: a row per log interval (its last `step`, its mean step time `seconds`)."""
+    m = metrics.assign(span=metrics["step"].diff().fillna(metrics["step"]))
+    timed = m[m["step"] - m["span"] >= warmup]
+    timed = timed if len(timed) else m
+    return batch_size * timed["span"].sum() / (timed["seconds"] * timed["span"]).sum(), int(timed["span"].sum())
+
+
 def benchmark(config: str, steps: int, engines=("before", "now"), objectives=ORDER, overrides=(),
               before_code: str | None = None) -> pd.DataFrame:
     rows = []
@@ -67,12 +78,10 @@ def benchmark(config: str, steps: int, engines=("before", "now"), objectives=ORD
                     extra.append(f"init_from={folders.get('ntm') or folders['fm_to_ntm']}")
                 cfg = load_config(config, extra)
                 folders[obj] = _train(config, extra, before_code if engine == "before" else None)
-                m = RunFolder(out).metrics()
-                timed = m[m["step"] > steps // 5] if len(m) > 1 else m
+                rate, timed = timed_rate(RunFolder(out).metrics(), cfg["train"]["batch_size"], steps // 5)
                 rows.append({"engine": engine, "objective": obj, "batch_size": cfg["train"]["batch_size"],
                              "precision": RunFolder(out).status().get("device", "").split("precision ")[-1],
-                             "samples_per_s": timed["samples_per_s"].median(),
-                             "steps_timed": int(timed["step"].max() - timed["step"].min() + 1)})
+                             "samples_per_s": rate, "steps_timed": timed})
     df = pd.DataFrame(rows)
     if set(engines) >= {"before", "now"}:
         wide = df.pivot(index="objective", columns="engine", values="samples_per_s")

@@ -3,8 +3,8 @@
 
 HostBatches: items from any dataset (shapes, MNIST, an image folder), collated on the CPU, rendered ahead by
   DataLoader workers on GPU machines; captions through the text encoder's LRU cache.
-DeviceShapes: the shapes dataset rendered on the training device by `ShapesRenderer`, captions gathered from a
-  `CaptionTable` embedded once; nothing crosses the host in the loop.
+DeviceShapes: the shapes dataset rendered on the training device by `ShapesRenderer`, many micro-batches per call
+  (`data.render_pool`), captions gathered from a `CaptionTable` embedded once; nothing crosses the host in the loop.
 DeviceImages: MNIST / Fashion-MNIST held on the training device as uint8 and walked in a permutation drawn there
   (the same kind of walk as HostBatches, not the same order), captions gathered from the ten labels' table.
 """
@@ -21,6 +21,8 @@ from .data import collate
 from .data.idx import IdxDataset, fit
 from .images import from_pixels
 from .text import CaptionTable
+
+RENDER_POOL = 8192  # data.render_pool auto on a GPU: images per render call (~2 GB transient at 32 px, measured on the CPU)
 
 
 def build_dataset(cfg: dict, seed: int):
@@ -109,6 +111,11 @@ class HostBatches:
 
 
 class DeviceShapes:
+    """Micro-batch m is rows (m mod P)·b … of a pool of P·b images rendered in one call with generator (seed, m // P,
+    rank): a render call launches the same 1,679 kernels whatever its batch (its rounds of proposals per category),
+    more than the network's forward and backward together at shapes32_fm (`analysis.step_ops`), so a launch-bound GPU
+    would wait on them every step; a pool shares them among P steps. P = 1 (the CPU default) renders per step."""
+
     def __init__(self, cfg: dict, seed: int, rank: int, world: int, device, encoder):
         from .data.shapes import CATEGORIES
         from .data.shapes_torch import ShapesRenderer
@@ -117,17 +124,25 @@ class DeviceShapes:
         self.seed, self.rank, self.b, self.device = seed, rank, cfg["train"]["batch_size"], torch.device(device)
         self.renderer = ShapesRenderer("train", d["image_size"], d.get("categories") or CATEGORIES, self.device)
         self.table = None if encoder is None else CaptionTable(encoder, self.renderer.captions, self.device)
-        self._m, self._batch = None, None
+        pool = d.get("render_pool", "auto")
+        if pool == "auto":
+            pool = RENDER_POOL if self.device.type == "cuda" else self.b
+        self.per_pool = max(1, int(pool) // self.b)
+        self._q, self._pool = None, None
 
     def open(self, first: int, end: int) -> None:
-        self._m = None
+        self._q = None
 
     def get(self, m: int) -> tuple[torch.Tensor, TextEmbedding | None]:
-        if self._m != m:
-            self._m = m
-            self._batch = self.renderer.sample(self.b, generator(self.seed, m, self.rank, 11, device=self.device))
-        text = None if self.table is None else self.table[self._batch["caption_id"]]
-        return self._batch["image"], text
+        q, i = divmod(m, self.per_pool)
+        if self._q != q:
+            self._q = q
+            g = generator(self.seed, q, self.rank, 11, device=self.device)
+            batch = self.renderer.sample(self.b * self.per_pool, g)
+            self._pool = batch["image"], batch["caption_id"]
+        rows = slice(i * self.b, (i + 1) * self.b)
+        image, caption_id = (v[rows] for v in self._pool)
+        return image, None if self.table is None else self.table[caption_id]
 
 
 class DeviceImages:

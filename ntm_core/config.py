@@ -19,8 +19,10 @@ DEFAULTS: dict = {
     "init_from": None,
     # render: where shapes are drawn — "device" (batched torch on the training device, captions embedded once),
     # "cpu" (ShapesDataset in DataLoader workers), "auto" (device on a GPU, cpu otherwise); categories: a subset,
-    # drawn uniformly over the list (one listed twice: twice as often)
-    "data": {"kind": "shapes", "root": None, "image_size": 32, "channels": 3, "render": "auto", "categories": None},
+    # drawn uniformly over the list (one listed twice: twice as often); render_pool: images per device render call,
+    # cut into micro-batches (auto: 8192 on a GPU, one micro-batch elsewhere)
+    "data": {"kind": "shapes", "root": None, "image_size": 32, "channels": 3, "render": "auto", "categories": None,
+             "render_pool": "auto"},
     # text: null → unconditional; embeddings: a StoredPrompts file to train with instead of running the encoder
     "text": {"encoder": "minilm", "max_length": 32, "drop_prob": 0.1, "embeddings": None},
     "model": {"transporter": {}, "predictor": {}, "schedule": {}, "denoiser": {}},
@@ -91,6 +93,9 @@ def load_config(path: str | None, overrides: list[str] = ()) -> dict:
         raise ValueError(f"train.time_sampling must be one of {TIME_SAMPLING}, got {cfg['train']['time_sampling']!r}")
     if cfg["data"].get("render", "auto") not in RENDER:
         raise ValueError(f"data.render must be one of {RENDER}, got {cfg['data']['render']!r}")
+    pool = cfg["data"].get("render_pool", "auto")
+    if pool != "auto" and (isinstance(pool, bool) or not isinstance(pool, int) or pool < 1):
+        raise ValueError(f"data.render_pool must be 'auto' or an integer ≥ 1 (images per render call), got {pool!r}")
     if cfg["data"].get("render") == "device" and cfg["data"]["kind"] not in DEVICE_DATA:
         raise ValueError(f"data.render=device holds {', '.join(DEVICE_DATA)}; {cfg['data']['kind']!r} is read on "
                          "the host (render: cpu)")

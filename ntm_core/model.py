@@ -82,7 +82,7 @@ class TrajectoryNLL:
 
     @property
     def has_data_bound(self) -> bool:
-        return self.dequantization_width > 0 and float(self.grid[0]) == 0.0
+        return self.dequantization_width > 0  # given only with a grid from t = 0 (trajectory_nll checks it)
 
     @property
     def data_bits_per_dim(self) -> torch.Tensor:
@@ -219,7 +219,17 @@ class NTM(nn.Module):
 
         One parallel transporter pass over all K+1 states, one predictor pass over all K steps. With
         guidance_scale ≠ 1, the density of the guided model (each step's Gaussian mixed as the sampler mixes it),
-        which is what a guided sampler draws from."""
+        which is what a guided sampler draws from. dequantization_width > 0: the states start at dequantized 8-bit
+        data, so the grid must start at t = 0."""
+        if dequantization_width and float(grid[0]) != 0.0:
+            raise ValueError("a dequantized trajectory starts at the data: its grid starts at t = 0, not "
+                             f"{float(grid[0]):g} (no 8-bit bound for a trajectory from noised images)")
+        return self._trajectory_nll(states, grid, text, guidance_scale, dequantization_width)
+
+    def _trajectory_nll(self, states, grid, text, guidance_scale, dequantization_width) -> TrajectoryNLL:
+        """trajectory_nll without its check of the grid, which reads the grid on the host: for `nll`, whose grid
+        is the schedule's own (from t = 0 whenever it dequantizes: TrajectorySchedule checks), so that a training
+        step never waits on the GPU."""
         b, n = states.shape[:2]
         grid = grid.to(states)
         u, logdet = self.transporter(states.flatten(0, 1), grid.repeat(b), _repeat(text, n))
@@ -270,7 +280,7 @@ class NTM(nn.Module):
         """NLL of forward trajectories sampled from data x0 [B, C, H, W] (the training loss is its mean); under
         the 8-bit configuration the result carries the 8-bit bound (`data_bits_per_dim`)."""
         states, grid = self.forward_trajectory(x0, num_steps, generator, shift)
-        return self.trajectory_nll(states, grid, text, dequantization_width=self.schedule.dequantization_width)
+        return self._trajectory_nll(states, grid, text, 1.0, self.schedule.dequantization_width)
 
     # ---- sampling: the reverse steps in u-space, then one inverse ----
     @torch.no_grad()

@@ -9,7 +9,7 @@ pipeline), `batches` (the data stream: shapes rendered on the GPU, or any datase
 
 CPU here, one or many GPUs elsewhere (bf16 autocast on GPU with mixed_precision: auto; the transporter, the
 output heads and the density stay in float32). Gradient accumulation, EMA weights (diffusers EMAModel), warmup +
-cosine schedule, gradient clipping, fused AdamW on GPUs, a tqdm bar, metrics appended to metrics.jsonl. Nothing
+cosine schedule, gradient clipping, fused AdamW, a tqdm bar, metrics appended to metrics.jsonl. Nothing
 in the loop waits on the GPU except at log steps (metrics are kept on the device until then) and checkpoints.
 --resume continues from the last checkpoint with the same step counter, data order and noise, so the loss
 curve continues with no gap. SIGTERM / Ctrl-C stop after the current step with a checkpoint. Without --resume, a
@@ -89,7 +89,7 @@ class Trainer:
         frozen = int(t["transporter_frozen_steps"])
         groups = param_groups(objective, t["lr"], t["transporter_lr_scale"], apart=frozen > 0)
         optimizer = torch.optim.AdamW(groups, lr=t["lr"], weight_decay=t["weight_decay"],
-                                      fused=acc.device.type == "cuda")
+                                      fused=acc.device.type in ("cuda", "cpu"))  # a few ops per step, not ~10 per tensor
         self.lr_scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=t["warmup_steps"],
                                           num_training_steps=t["steps"])
         if frozen > 0 and len(groups) == 2:  # the transporter's group at lr 0 until step `frozen`, then the schedule

@@ -127,18 +127,13 @@ def importance_weighted(bits: torch.Tensor, dims: int, dim: int = -1) -> torch.T
 def trajectory_covariance(grid: torch.Tensor) -> torch.Tensor:
     """S with Cov(x_{t_i}, x_{t_j} | x_0) = S_ij · I: for t_i ≤ t_j, S_ij = (α_{t_j}/α_{t_i}) σ²_{t_i}.
 
-    The diagonal is written as σ²_t directly, since at t = 1 the ratio would be 0/0.
+    The diagonal is written as σ²_t directly, since at t = 1 the ratio would be 0/0. Whole-tensor ops only: the
+    denoiser's training step builds S every step, and reading grid values on the host would wait for the GPU.
     """
     grid = grid.to(torch.float64) if not grid.is_floating_point() else grid
-    n = grid.numel()
-    S = torch.empty(n, n, dtype=grid.dtype, device=grid.device)
-    for i in range(n):
-        for j in range(n):
-            lo, hi = (i, j) if grid[i] <= grid[j] else (j, i)
-            if lo == hi:
-                S[i, j] = sigma(grid[i]) ** 2
-            else:
-                S[i, j] = alpha(grid[hi]) / alpha(grid[lo]) * sigma(grid[lo]) ** 2
+    lo, hi = torch.minimum(grid[:, None], grid[None, :]), torch.maximum(grid[:, None], grid[None, :])
+    S = alpha(hi) / alpha(lo) * sigma(lo) ** 2
+    S.diagonal().copy_(sigma(grid) ** 2)
     return S
 
 

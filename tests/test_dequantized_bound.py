@@ -11,7 +11,7 @@ import torch
 
 from ntm_core.model import NTM
 from ntm_core.predictor import Predictor
-from ntm_core.trajectory import TrajectorySchedule, dequantize
+from ntm_core.trajectory import TrajectorySchedule, dequantize, time_grid
 from ntm_core.transporter import Transporter
 
 from .conftest import random_text, small_ntm
@@ -92,3 +92,14 @@ def test_models_without_dequantization_score_the_data_as_given():
     grid = model.schedule.grid(3, dtype=torch.float64)
     b = model.trajectory_nll(sample_trajectory(x, grid, torch.Generator().manual_seed(0)), grid, random_text(2))
     assert torch.equal(a.total, b.total) and a.dequantization_width == 0.0
+
+
+def test_a_dequantized_trajectory_on_a_grid_from_noised_images_is_refused():
+    model = _toy()
+    x = torch.full((4, 1, 1, 1), 1.0 / 3.0, dtype=torch.float64)
+    states, grid = model.forward_trajectory(x, 2, torch.Generator().manual_seed(0))
+    width = model.schedule.dequantization_width
+    assert model.trajectory_nll(states, grid, dequantization_width=width).has_data_bound
+    noised = time_grid(2, 0.05, dtype=torch.float64)
+    with pytest.raises(ValueError, match="starts at t = 0"):
+        model.trajectory_nll(states, noised, dequantization_width=width)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from ntm_core.batches import DeviceShapes, HostBatches
+from ntm_core.batches import DeviceShapes, HostBatches, generator
 from ntm_core.checkpoint import list_checkpoints
+from ntm_core.config import load_config
 from ntm_core.data.shapes_torch import ShapesRenderer
 from ntm_core.runs import RunFolder
 from ntm_core.text import CaptionTable, get_text_encoder
@@ -56,6 +57,34 @@ def test_device_rendered_training_is_resumable_and_keeps_its_data_order(tmp_path
     assert sorted(resumed) == [3, 4]
     for step in resumed:  # the resumed run continues the uninterrupted one exactly
         assert abs(resumed[step] - losses[step]) < 1e-5, (step, resumed[step], losses[step])
+
+
+def test_one_render_call_serves_a_pool_of_micro_batches_and_a_resume_finds_its_place(tmp_path):
+    # batch 8, 32 images per render call: micro-batches 0–3 are its rows in order, 4 opens the next call
+    trainer = Trainer(tiny_config(tmp_path, *DEVICE, "data.render_pool=32"))
+    batches = trainer.batches
+    assert batches.per_pool == 4
+    trainer._open_batches()
+    seen = [batches.get(m) for m in range(6)]
+    pool = batches.renderer.sample(32, generator(trainer.seed, 0, trainer.rank, 11))
+    assert torch.equal(torch.cat([x for x, _ in seen[:4]]), pool["image"])
+    assert torch.equal(torch.cat([t.pooled for _, t in seen[:4]]), batches.table[pool["caption_id"]].pooled)
+    nxt = batches.renderer.sample(32, generator(trainer.seed, 1, trainer.rank, 11))
+    assert torch.equal(seen[4][0], nxt["image"][:8]) and torch.equal(seen[5][0], nxt["image"][8:16])
+    assert all(not torch.equal(seen[i][0], seen[j][0]) for i in range(6) for j in range(i))
+    trainer._release_lock()
+    again = Trainer(tiny_config(tmp_path / "again", *DEVICE, "data.render_pool=32"))
+    again.step = 5  # a resume in the middle of a pool renders that pool and takes its rows
+    again._open_batches()
+    x, text = again._micro_batch(5)
+    assert torch.equal(x, seen[5][0]) and torch.equal(text.pooled, seen[5][1].pooled)
+    again._release_lock()
+
+
+@pytest.mark.parametrize("pool", [0, -8, 2.5, "many", True])
+def test_a_render_pool_that_is_not_a_count_of_images_is_refused(pool):
+    with pytest.raises(ValueError, match="render_pool"):
+        load_config("ntm_core/configs/tiny.yaml", [f"data.render_pool={pool}"])
 
 
 def test_cpu_default_renders_on_the_host(tmp_path):
