@@ -5,9 +5,12 @@ step wait: the loop should have none).
 
 A small model on a GPU is launch-bound: each op costs the host several µs to issue whatever its size, so the count
 sets a floor on the step time that a larger batch does not raise. The counts do not depend on the batch size or the
-device (the trainer's AdamW is fused on both), so this CPU measures what an H100 will issue.
+device (the trainer's AdamW is fused on both), so this CPU counts what an H100 issues in float32; under bf16
+autocast (`--set train.mixed_precision=bf16`: the CPU's autocast, whose casts are close to CUDA's) the forward and
+backward add their casts.
 
     python -m analysis.step_ops --config ntm_core/configs/shapes32_fm.yaml --pool 1 16 --out docs/step-ops
+    python -m analysis.step_ops --pool 1 16 --set train.mixed_precision=bf16 --out docs/step-ops-bf16
 """
 from __future__ import annotations
 
@@ -74,7 +77,7 @@ def count_step_ops(config: str, objective: str, pool: int, steps: int, batch: in
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config, [f"objective={objective}", f"output_dir={tmp}/run", f"train.batch_size={batch}",
                                    "data.render=device", f"data.render_pool={pool * batch}", "train.log_every=100000",
-                                   "train.checkpoint_every=100000", "train.mixed_precision=no",
+                                   "train.checkpoint_every=100000", "train.mixed_precision=no",  # --set may change it
                                    *([f"init_from={init_from}"] if init_from else []), *overrides])
         trainer = Trainer(cfg)
         try:
