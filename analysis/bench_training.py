@@ -78,10 +78,10 @@ def benchmark(config: str, steps: int, engines=("before", "now"), objectives=ORD
                     extra.append(f"init_from={folders.get('ntm') or folders['fm_to_ntm']}")
                 cfg = load_config(config, extra)
                 folders[obj] = _train(config, extra, before_code if engine == "before" else None)
-                rate, timed = timed_rate(RunFolder(out).metrics(), cfg["train"]["batch_size"], steps // 5)
+                rate, steps_timed = timed_rate(RunFolder(out).metrics(), cfg["train"]["batch_size"], steps // 5)
                 rows.append({"engine": engine, "objective": obj, "batch_size": cfg["train"]["batch_size"],
                              "precision": RunFolder(out).status().get("device", "").split("precision ")[-1],
-                             "samples_per_s": rate, "steps_timed": timed})
+                             "samples_per_s": rate, "steps_timed": steps_timed})
     df = pd.DataFrame(rows)
     if set(engines) >= {"before", "now"}:
         wide = df.pivot(index="objective", columns="engine", values="samples_per_s")
