@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from ntm_core.data import collate
-from ntm_core.data.shapes import CATEGORIES, NUMBERS, PLURAL, RELATIONS, ShapesDataset, eval_prompts, split_specs
+from ntm_core.data.shapes import (CATEGORIES, NUMBERS, PLURAL, RELATIONS, ShapesDataset, caption, eval_prompts,
+                                  split_specs)
 
 
 def test_deterministic_from_seed_and_index():
@@ -101,3 +102,26 @@ def test_spec_of_caption_reads_order_where_the_check_does():
     for outside in ("", "a purple circle", "a red circle next to a blue square", "a cat", "four red circles",
                     "a red circle and a red circle"):
         assert spec_of_caption(outside) is None, outside
+
+
+def test_crowded_small_images_render_and_earlier_renders_are_unchanged():
+    # item 2654 at 16 px (three magenta squares) took more than 500 whole placements: the tiny config's run died
+    # at step 331 with "could not place"; now it renders three separate squares
+    from ntm_core.data.shapes import render
+    from ntm_core.images import from_uint8
+
+    ds = ShapesDataset("train", seed=0, image_size=16)
+    item = ds[2654]
+    assert item["spec"]["count"] == 3 and item["image"].shape == (3, 16, 16)
+    spec, rng = ds.spec_at(2654)
+    caption(spec, rng)  # the draws __getitem__ makes before rendering
+    _, placed = render(spec, rng, 16)
+    assert len(placed) == 3 and all(kind == "square" for _, kind, *_ in placed)
+    # the tries are the same draws in the same order: every render that 500 tries placed is the same image
+    for i in range(2600, 2660):
+        if i == 2654:
+            continue
+        spec, rng = ds.spec_at(i)
+        caption(spec, rng)
+        before = render(spec, rng, 16, max_tries=500)[0]
+        assert torch.equal(from_uint8(before), ds[i]["image"]), i
